@@ -1,0 +1,89 @@
+"""What every attack shares: the result type and the checks of its inputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .. import lp
+from ..checks import check_finite_tensor, check_int, check_real
+from ..tasks import Task, get_task
+
+__all__ = ["AttackResult", "check_attack_inputs"]
+
+
+@dataclass
+class AttackResult:
+    """Output of an attack on a batch.
+
+    x: the perturbed inputs, same shape as the clean batch, inside the eps-ball and the
+        bounds; ``success``: bool ``(B,)``, True where the model misclassifies ``x`` (for
+        BPGD: a boundary point was found and ``x`` is its wrong-side end).
+    """
+
+    x: torch.Tensor
+    success: torch.Tensor
+
+
+def check_bounds(bounds) -> tuple[float, float] | None:
+    """Validate ``bounds``: None (unbounded) or a pair ``(low, high)`` with ``low < high``."""
+    if bounds is None:
+        return None
+    try:
+        low, high = bounds
+    except (TypeError, ValueError):
+        raise TypeError(f"bounds must be None or a pair (low, high), got {bounds!r}") from None
+    low = check_real("bounds[0]", low)
+    high = check_real("bounds[1]", high)
+    if not low < high:
+        raise ValueError(f"bounds must satisfy low < high, got ({low}, {high})")
+    return (low, high)
+
+
+def check_attack_inputs(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    eps,
+    norm: str,
+    steps: int,
+    bounds,
+    task: Task | None,
+    loss: str | None = None,
+    alpha: float | None = None,
+    step_size=None,
+) -> tuple[Task, torch.Tensor, tuple[float, float] | None, torch.Tensor | None]:
+    """Validate an attack's inputs; return ``(task, eps (B,), bounds, step_size (B,) or None)``.
+
+    Labels are checked against the model's output by the task on the first forward pass.
+    """
+    check_finite_tensor("x", x)
+    if x.dim() < 1 or x.shape[0] == 0:
+        raise ValueError(f"x must be a non-empty batch of shape (B, ...), got {tuple(x.shape)}")
+    if not isinstance(y, torch.Tensor):
+        raise TypeError(f"y must be a torch.Tensor, got {type(y).__name__}")
+    if y.dim() == 0 or y.shape[0] != x.shape[0]:
+        raise ValueError(
+            f"x and y must hold the same number of samples, got x of shape {tuple(x.shape)} "
+            f"and y of shape {tuple(y.shape)}"
+        )
+    lp.check_norm(norm)
+    check_int("steps", steps, low=1)
+    task = get_task(task)
+    if loss is not None:
+        task.check_loss(loss)
+    if alpha is not None:
+        check_real("alpha", alpha, low=0.0, low_open=True)
+    eps = lp.per_sample_eps(eps, x)
+    if step_size is not None:
+        step_size = lp.per_sample_eps(step_size, x, name="step_size")
+    bounds = check_bounds(bounds)
+    if bounds is not None:
+        low, high = float(x.min()), float(x.max())
+        if low < bounds[0] or high > bounds[1]:
+            raise ValueError(
+                f"x must lie inside bounds {bounds}, got values in [{low}, {high}]; "
+                "pass bounds=None for unbounded data"
+            )
+    return task, eps, bounds, step_size

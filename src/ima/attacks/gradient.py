@@ -1,0 +1,133 @@
+"""Projected gradient descent (PGD, the paper's Eq. 1) and its shared iteration core."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .. import lp
+from ..modes import eval_mode
+from ..tasks import Task
+from .base import AttackResult, check_attack_inputs
+
+__all__ = ["pgd"]
+
+
+@dataclass
+class Path:
+    """Where a PGD run ended, per sample.
+
+    x: last iterate, or the first misclassified iterate of a stopped sample; fooled: bool
+    (B,), True where the model misclassifies ``x``; last_correct: the iterate just before
+    the first misclassified one (only when stopping on success; the clean input counts as
+    the iterate before the start point).
+    """
+
+    x: torch.Tensor
+    fooled: torch.Tensor
+    last_correct: torch.Tensor | None
+
+
+def random_start_point(x: torch.Tensor, eps: torch.Tensor, norm: str, bounds) -> torch.Tensor:
+    """A uniformly random point of the ``eps``-ball around each sample, clipped to ``bounds``."""
+    return lp.clip_to_bounds(x + lp.sample_ball(x, eps, norm), bounds)
+
+
+def ascend(
+    model: torch.nn.Module,
+    task: Task,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    start: torch.Tensor,
+    eps: torch.Tensor,
+    step_size: torch.Tensor,
+    norm: str,
+    loss: str,
+    steps: int,
+    bounds,
+    stop_on_success: bool,
+) -> Path:
+    """Run ``steps`` PGD iterations from ``start``; the model must already be in eval mode.
+
+    Each iteration does one forward pass on the samples still active; its output both
+    decides whether the current iterate is adversarial and gives the gradient for the next
+    step, so stopping on success costs no extra forward pass. With ``stop_on_success`` a
+    sample leaves the active set at its first misclassified iterate and costs nothing more.
+    """
+    batch = x.shape[0]
+    x_adv = start.detach().clone()
+    fooled = torch.zeros(batch, dtype=torch.bool, device=x.device)
+    last_correct = x.detach().clone() if stop_on_success else None
+    active = torch.arange(batch, device=x.device)
+    for i in range(steps + 1):
+        final = i == steps
+        xa = x_adv[active].requires_grad_(not final)
+        ya = y[active]
+        with torch.set_grad_enabled(not final):
+            out = model(xa)
+            if i == 0:
+                task.check_target(out, ya)
+            if stop_on_success or final:
+                wrong = ~task.correct(out.detach(), ya)
+                fooled[active[wrong]] = True
+            if final:
+                break
+            objective = task.loss(out, ya, loss).sum()
+        grad = torch.autograd.grad(objective, xa)[0]
+        xa = xa.detach()
+        if stop_on_success:
+            keep = ~wrong
+            active, xa, grad = active[keep], xa[keep], grad[keep]
+            if active.numel() == 0:
+                break
+            last_correct[active] = xa
+        step = lp.expand_as_batch(step_size[active], xa) * lp.ascent_direction(grad, norm)
+        delta = lp.project(xa + step - x[active], eps[active], norm)
+        x_adv[active] = lp.clip_to_bounds(x[active] + delta, bounds)
+    return Path(x_adv, fooled, last_correct)
+
+
+def pgd(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    eps,
+    norm: str = "l2",
+    steps: int = 20,
+    alpha: float = 4.0,
+    step_size=None,
+    loss: str = "ce",
+    random_start: bool = True,
+    early_stop: bool = False,
+    bounds=(0.0, 1.0),
+    task: Task | None = None,
+) -> AttackResult:
+    """Projected gradient ascent on the task's loss inside the ``eps``-ball (Eq. 1).
+
+    x: (B, ...) inputs inside ``bounds`` (None = unbounded, e.g. 2-D Moons); y: targets;
+    eps: float or (B,) tensor of per-sample radii; step size ``alpha * eps / steps``
+    unless ``step_size`` (float or (B,)) is given; ``loss``: ``"ce"`` or ``"margin"``.
+    ``random_start`` begins at a uniform point of the ball. With ``early_stop=False`` the
+    result is the last iterate (the paper's delta, as vanilla adversarial training uses);
+    with ``early_stop=True`` a sample keeps its first misclassified iterate and is attacked
+    no further. ``success`` is True where the model misclassifies the returned point.
+    The model runs in eval mode, its modes are restored, and parameter ``.grad`` is never
+    touched (gradients are taken with ``torch.autograd.grad``).
+    """
+    task, eps, bounds, step_size = check_attack_inputs(
+        x, y, eps=eps, norm=norm, steps=steps, bounds=bounds, task=task, loss=loss,
+        alpha=alpha, step_size=step_size,
+    )
+    if step_size is None:
+        step_size = alpha * eps / steps
+    x = x.detach()
+    with eval_mode(model):
+        start = random_start_point(x, eps, norm, bounds) if random_start else x
+        path = ascend(
+            model, task, x, y, start=start, eps=eps, step_size=step_size, norm=norm,
+            loss=loss, steps=steps, bounds=bounds, stop_on_success=early_stop,
+        )
+    return AttackResult(path.x, path.fooled)

@@ -1,0 +1,68 @@
+"""Models whose exact margins are known, for testing attacks against the truth."""
+
+from __future__ import annotations
+
+import torch
+
+
+class BinaryLinear(torch.nn.Module):
+    """Two-class linear model with logits ``(-f/2, f/2)``, ``f(x) = w.x + b``.
+
+    Class 1 iff ``f(x) > 0``; the exact Lp distance of ``x`` to the boundary is
+    ``|f(x)| / ||w||_q`` with ``q`` the dual norm (2 for L2, 1 for Linf).
+    """
+
+    def __init__(self, w: torch.Tensor, b: float):
+        super().__init__()
+        self.linear = torch.nn.Linear(w.numel(), 1)
+        with torch.no_grad():
+            self.linear.weight.copy_(w.reshape(1, -1))
+            self.linear.bias.fill_(b)
+
+    @property
+    def w(self) -> torch.Tensor:
+        return self.linear.weight.detach()[0]
+
+    def f(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x.reshape(x.shape[0], -1))[:, 0]
+
+    def forward(self, x):
+        z = self.f(x)[:, None]
+        return torch.cat([-z / 2, z / 2], dim=1)
+
+    def margin(self, x: torch.Tensor, norm: str) -> torch.Tensor:
+        """Exact distance of each sample to the decision boundary."""
+        dual = self.w.norm(p=2) if norm == "l2" else self.w.abs().sum()
+        return self.f(x).detach().abs() / dual
+
+
+def linear_problem(*, d=20, n=400, eps=0.1, norm="l2", seed=0, band=0.02):
+    """A binary linear model and samples in [0.3, 0.7]^d labelled by the model.
+
+    Samples whose exact margin lies in ``[(1 - band) eps, (1 + band) eps]`` are dropped (a
+    finite number of PGD steps may stop short there). With ``eps <= 0.2`` every ball, and so
+    every nearest boundary point, lies inside the bounds [0, 1].
+    """
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(d, generator=g)
+    x = 0.3 + 0.4 * torch.rand(n, d, generator=g)
+    b = -float((x @ w).median())
+    model = BinaryLinear(w, b)
+    margin = model.margin(x, norm)
+    keep = (margin < (1 - band) * eps) | (margin > (1 + band) * eps)
+    x = x[keep]
+    y = (model.f(x) > 0).long().detach()
+    return model, x, y, model.margin(x, norm)
+
+
+class RowCounter(torch.nn.Module):
+    """Wraps a model and counts the samples (rows) it is run on."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+        self.rows = 0
+
+    def forward(self, x):
+        self.rows += x.shape[0]
+        return self.model(x)
