@@ -12,6 +12,7 @@ from numbers import Integral, Real
 import torch
 
 __all__ = [
+    "check_bounds",
     "check_choice",
     "check_finite_tensor",
     "check_int",
@@ -71,3 +72,19 @@ def check_finite_tensor(name: str, x: torch.Tensor) -> torch.Tensor:
         bad = int((~torch.isfinite(x)).sum())
         raise ValueError(f"{name} contains {bad} NaN or infinite value(s)")
     return x
+
+
+def check_bounds(bounds) -> tuple[float, float] | None:
+    """Validate ``bounds``: None (unbounded) or a pair ``(low, high)`` with ``low < high``."""
+    if bounds is None:
+        return None
+    if not isinstance(bounds, tuple | list):
+        raise TypeError(f"bounds must be None or a pair (low, high), got {bounds!r}")
+    if len(bounds) != 2:
+        raise ValueError(f"bounds must be None or a pair (low, high), got {bounds!r}")
+    low, high = bounds
+    low = check_real("bounds[0]", low)
+    high = check_real("bounds[1]", high)
+    if not low < high:
+        raise ValueError(f"bounds must satisfy low < high, got ({low}, {high})")
+    return (low, high)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from .. import lp
-from ..checks import check_finite_tensor, check_int, check_real
+from ..checks import check_bounds, check_finite_tensor, check_int, check_real
 from ..tasks import Task, get_task
 
 __all__ = ["AttackResult", "check_attack_inputs"]
@@ -24,21 +24,6 @@ class AttackResult:
 
     x: torch.Tensor
     success: torch.Tensor
-
-
-def check_bounds(bounds) -> tuple[float, float] | None:
-    """Validate ``bounds``: None (unbounded) or a pair ``(low, high)`` with ``low < high``."""
-    if bounds is None:
-        return None
-    try:
-        low, high = bounds
-    except (TypeError, ValueError):
-        raise TypeError(f"bounds must be None or a pair (low, high), got {bounds!r}") from None
-    low = check_real("bounds[0]", low)
-    high = check_real("bounds[1]", high)
-    if not low < high:
-        raise ValueError(f"bounds must satisfy low < high, got ({low}, {high})")
-    return (low, high)
 
 
 def check_attack_inputs(

@@ -1,0 +1,79 @@
+"""The dataset registry and ``build_dataset``, the one way configs and the CLI get data."""
+
+from __future__ import annotations
+
+import logging
+import operator
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from ima.checks import check_choice
+from ima.data.dataset import ArrayDataset
+from ima.data.digits import digits
+from ima.data.moons import moons
+from ima.registry import Registry
+
+__all__ = ["DATASETS", "SPLITS", "build_dataset"]
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+
+DATASETS = Registry("dataset")
+DATASETS.register("moons")(moons)
+DATASETS.register("digits")(digits)
+
+
+def build_dataset(name: str, split: str, **kwargs: Any) -> Dataset:
+    """Build split ``split`` of dataset ``name``; its items are ``(x, y, index)``.
+
+    ``name`` is a registered name (``DATASETS.names()``) or a user factory
+    ``"package.module:function"``, called as ``function(split=split, **kwargs)``; it must
+    return a ``torch.utils.data.Dataset`` whose item ``i`` is ``(x, y, i)`` (the index,
+    an int in ``[0, len)``, keys per-sample state such as IMA margins). Images are
+    expected in [0, 1].
+    """
+    check_choice("split", split, SPLITS)
+    factory = DATASETS.get(name)
+    dataset = factory(split=split, **kwargs)
+    if isinstance(dataset, ArrayDataset):
+        return dataset
+    if not isinstance(dataset, Dataset):
+        raise TypeError(
+            f"dataset factory {name!r} must return a torch.utils.data.Dataset, "
+            f"got {type(dataset).__name__}"
+        )
+    _check_first_item(name, dataset)
+    logger.debug("built user dataset %r split %r: %r", name, split, dataset)
+    return dataset
+
+
+def _check_first_item(name: str, dataset: Dataset) -> None:
+    """Check that a user dataset's first item looks like ``(x, y, 0)``."""
+    try:
+        n = len(dataset)
+    except TypeError as err:
+        raise TypeError(f"dataset {name!r} must define __len__ (a map-style Dataset)") from err
+    if n == 0:
+        return
+    item = dataset[0]
+    if not isinstance(item, tuple | list) or len(item) != 3:
+        got = f"a {len(item)}-tuple" if isinstance(item, tuple | list) else type(item).__name__
+        raise TypeError(f"dataset {name!r} must yield (x, y, index) triples, got {got}")
+    index = item[2]
+    if isinstance(index, torch.Tensor):
+        if index.numel() != 1 or index.is_floating_point() or index.dtype == torch.bool:
+            raise TypeError(f"dataset {name!r} must yield an integer index, got {index!r}")
+        index = int(index)
+    try:
+        index = operator.index(index)
+    except TypeError as err:
+        raise TypeError(
+            f"dataset {name!r} must yield an integer index, got {type(index).__name__}"
+        ) from err
+    if not 0 <= index < n:
+        raise ValueError(
+            f"dataset {name!r} yielded index {index} for item 0; indices must be in [0, {n})"
+        )

@@ -1,0 +1,115 @@
+"""An in-memory dataset yielding ``(x, y, index)``, the contract every method relies on."""
+
+from __future__ import annotations
+
+import operator
+
+import torch
+from torch.utils.data import Dataset
+
+from ima.checks import check_bounds, check_int
+
+__all__ = ["ArrayDataset"]
+
+
+class ArrayDataset(Dataset):
+    """Tensors held in memory; item ``i`` is ``(x[i], y[i], i)``.
+
+    ``x``: (N, *input_shape), stored as float32, finite, inside ``bounds`` when given.
+    ``y``: (N,) integer labels in ``[0, num_classes)`` (or (N, ...) label maps), stored
+    as int64. ``i`` is the sample's index within this split, the key under which
+    per-sample state such as IMA margins (Algorithm 2) is kept.
+    ``bounds``: ``None`` for unbounded data (2-D Moons) or ``(low, high)`` for the valid
+    input range (``(0.0, 1.0)`` for images); attacks keep inputs inside it.
+    """
+
+    def __init__(
+        self,
+        x,
+        y,
+        *,
+        num_classes: int,
+        name: str,
+        split: str,
+        bounds: tuple[float, float] | None = None,
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"name must be a non-empty string, got {name!r}")
+        if not isinstance(split, str) or not split:
+            raise ValueError(f"split must be a non-empty string, got {split!r}")
+        where = f"dataset {name!r} ({split})"
+        num_classes = check_int("num_classes", num_classes, low=2)
+        bounds = check_bounds(bounds)
+
+        x = torch.as_tensor(x)
+        y = torch.as_tensor(y)
+        if x.dtype == torch.bool or y.dtype == torch.bool:
+            raise TypeError(f"{where}: x and y must not be boolean tensors")
+        if x.ndim < 2:
+            raise ValueError(
+                f"{where}: x must have shape (N, *input_shape) with at least 2 dims, "
+                f"got shape {tuple(x.shape)}"
+            )
+        if y.ndim < 1:
+            raise ValueError(f"{where}: y must have shape (N,) or (N, ...), got a scalar")
+        if x.shape[0] != y.shape[0]:
+            raise ValueError(
+                f"{where}: x and y must have the same length, got {x.shape[0]} and {y.shape[0]}"
+            )
+        if y.is_floating_point() or y.is_complex():
+            raise TypeError(f"{where}: y must hold integer labels, got dtype {y.dtype}")
+
+        # float64 values beyond float32's range become inf here and are caught below.
+        x = x.detach().to(device="cpu", dtype=torch.float32).contiguous()
+        y = y.detach().to(device="cpu", dtype=torch.int64).contiguous()
+
+        n_bad = int((~torch.isfinite(x)).sum())
+        if n_bad:
+            raise ValueError(f"{where}: x contains {n_bad} NaN or infinite value(s)")
+        if y.numel():
+            y_min, y_max = int(y.min()), int(y.max())
+            if y_min < 0 or y_max >= num_classes:
+                n_out = int(((y < 0) | (y >= num_classes)).sum())
+                raise ValueError(
+                    f"{where}: labels y must be in [0, {num_classes}), got {n_out} label(s) "
+                    f"outside (min {y_min}, max {y_max})"
+                )
+        if bounds is not None and x.numel():
+            low, high = bounds
+            n_out = int(((x < low) | (x > high)).sum())
+            if n_out:
+                raise ValueError(
+                    f"{where}: x must lie inside bounds [{low}, {high}], got {n_out} value(s) "
+                    f"outside (min {float(x.min())}, max {float(x.max())})"
+                )
+
+        self.x = x
+        self.y = y
+        self.num_classes = num_classes
+        self.name = name
+        self.split = split
+        self.bounds = bounds
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one input, ``x.shape[1:]``."""
+        return tuple(self.x.shape[1:])
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def __getitem__(self, i) -> tuple[torch.Tensor, torch.Tensor, int]:
+        n = len(self)
+        index = operator.index(i)
+        if index < 0:
+            index += n
+        if not 0 <= index < n:
+            raise IndexError(f"index {i} is out of range for {self!r}")
+        return self.x[index], self.y[index], index
+
+    def __repr__(self) -> str:
+        return (
+            f"ArrayDataset(name={self.name!r}, split={self.split!r}, n={len(self)}, "
+            f"input_shape={self.input_shape}, num_classes={self.num_classes}, "
+            f"bounds={self.bounds})"
+        )
