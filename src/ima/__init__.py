@@ -2,8 +2,31 @@
 
 from . import lp
 from .attacks import AttackResult, bpgd, pgd
+from .config import load_config, resolve_config
+from .margins import MarginStore
+from .methods import METHODS, Method, StepOutput, build_method
+from .runs import Run, load_run
 from .tasks import ClassificationTask, Task
+from .training import train
 
 __version__ = "0.1.0"
 
-__all__ = ["AttackResult", "ClassificationTask", "Task", "__version__", "bpgd", "lp", "pgd"]
+__all__ = [
+    "METHODS",
+    "AttackResult",
+    "ClassificationTask",
+    "MarginStore",
+    "Method",
+    "Run",
+    "StepOutput",
+    "Task",
+    "__version__",
+    "bpgd",
+    "build_method",
+    "load_config",
+    "load_run",
+    "lp",
+    "pgd",
+    "resolve_config",
+    "train",
+]

@@ -3,7 +3,8 @@
 Attacks, methods and the evaluation never look at logits themselves: they ask a task.
 A task gives, per sample,
 
-* ``loss(output, y, loss="ce")``: the attack/training objective, shape ``(B,)``;
+* ``loss(output, y, loss=None)``: the attack/training objective, shape ``(B,)``; the
+  first of ``losses`` (the training loss) when ``loss`` is None;
 * ``correct(output, y)``: a bool mask, shape ``(B,)``;
 * ``check_target(output, y)``: raises a clear error when ``y`` does not fit ``output``.
 
@@ -30,7 +31,8 @@ class Task:
     def check_target(self, output: torch.Tensor, y: torch.Tensor) -> None:
         raise NotImplementedError
 
-    def loss(self, output: torch.Tensor, y: torch.Tensor, loss: str = "ce") -> torch.Tensor:
+    def loss(self, output: torch.Tensor, y: torch.Tensor, loss: str | None = None) -> torch.Tensor:
+        """Per-sample loss (B,); ``loss=None`` is the task's training loss (``losses[0]``)."""
         raise NotImplementedError
 
     def correct(self, output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -71,8 +73,8 @@ class ClassificationTask(Task):
                 f"outputs, got values in [{int(y.min())}, {int(y.max())}]"
             )
 
-    def loss(self, output: torch.Tensor, y: torch.Tensor, loss: str = "ce") -> torch.Tensor:
-        if loss == "ce":
+    def loss(self, output: torch.Tensor, y: torch.Tensor, loss: str | None = None) -> torch.Tensor:
+        if loss is None or loss == "ce":
             return F.cross_entropy(output, y, reduction="none")
         if loss == "margin":
             true_logit = output.gather(1, y[:, None]).squeeze(1)

@@ -1,0 +1,67 @@
+"""Build the parts of an experiment (data, model, method, optimizer) from a resolved config."""
+
+from __future__ import annotations
+
+import torch
+
+from .config import method_hyperparameters
+from .data import build_dataset
+from .methods import build_method
+from .models import build_model
+
+__all__ = ["data_bounds", "make_dataset", "make_method", "make_model", "make_optimizer"]
+
+_DATA_KEYS = ("name", "batch_size", "eval_batch_size", "num_workers")
+
+
+def make_dataset(config: dict, split: str):
+    """The ``split`` ("train", "val" or "test") of the config's dataset."""
+    data = config["data"]
+    kwargs = {k: v for k, v in data.items() if k not in _DATA_KEYS}
+    return build_dataset(data["name"], split, **kwargs)
+
+
+def data_bounds(dataset):
+    """The dataset's valid input range; image data without the attribute is in [0, 1]."""
+    return getattr(dataset, "bounds", (0.0, 1.0))
+
+
+def make_model(config: dict) -> torch.nn.Module:
+    model = config["model"]
+    return build_model(model["name"], **{k: v for k, v in model.items() if k != "name"})
+
+
+def make_method(config: dict, train_set):
+    return build_method(
+        config["method"]["name"],
+        num_samples=len(train_set),
+        epochs=config["train"]["epochs"],
+        bounds=data_bounds(train_set),
+        **method_hyperparameters(config),
+    )
+
+
+def make_optimizer(config: dict, model: torch.nn.Module):
+    """The optimizer and learning-rate scheduler (stepped once per epoch) of the config."""
+    o = config["optim"]
+    params = model.parameters()
+    if o["name"] == "adam":
+        optimizer = torch.optim.Adam(params, lr=o["lr"], weight_decay=o["weight_decay"])
+    elif o["name"] == "adamw":
+        optimizer = torch.optim.AdamW(params, lr=o["lr"], weight_decay=o["weight_decay"])
+    else:
+        optimizer = torch.optim.SGD(
+            params, lr=o["lr"], momentum=o["momentum"], weight_decay=o["weight_decay"],
+            nesterov=o["nesterov"],
+        )
+    if o["schedule"] == "step":
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(
+            optimizer, milestones=o["milestones"], gamma=o["gamma"]
+        )
+    elif o["schedule"] == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=config["train"]["epochs"], eta_min=o["min_lr"]
+        )
+    else:
+        scheduler = None
+    return optimizer, scheduler

@@ -1,0 +1,209 @@
+"""Experiment configs: YAML with sections data, model, method, optim, train, eval.
+
+``resolve_config`` fills every default and derived value (such as IMA's ``delta_eps``)
+and rejects unknown keys, so the ``config.yaml`` written into a run folder says exactly
+what ran. ``data``, ``model`` and ``method`` take ``name`` plus the keyword arguments of
+the named factory or method; the other sections have fixed keys (``DEFAULTS``).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import inspect
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .checks import check_choice, check_int, check_real
+from .data import DATASETS
+from .lp import check_norm
+from .methods import METHODS
+from .models import MODELS
+
+__all__ = [
+    "DEFAULTS",
+    "apply_overrides",
+    "load_config",
+    "method_hyperparameters",
+    "resolve_config",
+    "save_config",
+]
+
+SECTIONS = ("data", "model", "method", "optim", "train", "eval")
+
+#: Keys of each section that are not passed on to a factory, with their defaults.
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "data": {"name": None, "batch_size": 128, "eval_batch_size": 512, "num_workers": 0},
+    "model": {"name": None},
+    "method": {"name": "ce"},
+    "optim": {
+        "name": "adam",
+        "lr": 1e-3,
+        "weight_decay": 0.0,
+        "momentum": 0.9,
+        "nesterov": False,
+        "schedule": "none",
+        "milestones": [],
+        "gamma": 0.1,
+        "min_lr": 0.0,
+    },
+    "train": {
+        "epochs": 30,
+        "seed": 0,
+        "save_every": 10,
+        "threads": None,
+        "device": "auto",
+        "val_split": "val",
+    },
+    "eval": {
+        "attack": "pgd",
+        "norm": "l2",
+        "eps": [0.0],
+        "steps": 100,
+        "split": "test",
+        "max_samples": None,
+    },
+}
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("none", "step", "cosine")
+
+
+def load_config(path, overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    """Read a YAML config file, apply ``section.key=value`` overrides and resolve it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {str(path)!r} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ValueError(f"config file {str(path)!r} is not valid YAML: {err}") from err
+    return resolve_config(apply_overrides(raw or {}, overrides))
+
+
+def apply_overrides(raw: dict, overrides) -> dict:
+    """Return a copy of ``raw`` with ``section.key=value`` strings applied (value is YAML)."""
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not sep or not dot or not name:
+            raise ValueError(f"an override must look like section.key=value, got {item!r}")
+        if section not in SECTIONS:
+            raise ValueError(f"unknown config section {section!r} in {item!r}; known: {SECTIONS}")
+        raw.setdefault(section, {})
+        if not isinstance(raw[section], dict):
+            raw[section] = {}
+        raw[section][name] = yaml.safe_load(value) if value.strip() else None
+    return raw
+
+
+def save_config(config: dict, path) -> None:
+    """Write a resolved config as YAML."""
+    Path(path).write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def _factory_kwargs(section: str, factory, given: dict) -> dict:
+    """Check ``given`` against the factory's keyword parameters; return them with defaults."""
+    params = inspect.signature(factory).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    named = {
+        n: p for n, p in params.items()
+        if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        and n != "split"
+    }
+    unknown = sorted(set(given) - set(named))
+    if unknown and not takes_any:
+        raise ValueError(
+            f"unknown key(s) {', '.join(section + '.' + k for k in unknown)}; "
+            f"allowed: {', '.join(sorted(set(DEFAULTS[section]) | set(named)))}"
+        )
+    out = {n: p.default for n, p in named.items() if p.default is not inspect.Parameter.empty}
+    out.update(given)
+    return out
+
+
+def _fixed(section: str, given: dict) -> dict:
+    unknown = sorted(set(given) - set(DEFAULTS[section]))
+    if unknown:
+        raise ValueError(
+            f"unknown key(s) {', '.join(section + '.' + k for k in unknown)}; "
+            f"allowed: {', '.join(DEFAULTS[section])}"
+        )
+    return {**copy.deepcopy(DEFAULTS[section]), **given}
+
+
+def _eps_list(value) -> list[float]:
+    values = value if isinstance(value, list | tuple) else [value]
+    return [check_real("eval.eps", v, low=0.0) for v in values]
+
+
+def resolve_config(raw: dict) -> dict:
+    """Validate a config dict and return it with every default and derived value filled."""
+    if not isinstance(raw, dict):
+        raise TypeError(f"a config must be a mapping of sections, got {type(raw).__name__}")
+    unknown = sorted(set(raw) - set(SECTIONS))
+    if unknown:
+        raise ValueError(f"unknown config section(s) {', '.join(unknown)}; known: {SECTIONS}")
+    sections = {}
+    for s in SECTIONS:
+        given = raw.get(s) or {}
+        if not isinstance(given, dict):
+            raise TypeError(f"config section {s!r} must be a mapping, got {given!r}")
+        sections[s] = dict(given)
+
+    train = _fixed("train", sections["train"])
+    epochs = check_int("train.epochs", train["epochs"], low=1)
+    check_int("train.seed", train["seed"], low=0)
+    check_int("train.save_every", train["save_every"], low=1)
+    if train["threads"] is not None:
+        check_int("train.threads", train["threads"], low=1)
+    check_choice("train.val_split", train["val_split"], ("val", "test", None))
+
+    optim = _fixed("optim", sections["optim"])
+    check_choice("optim.name", optim["name"], OPTIMIZERS)
+    check_real("optim.lr", optim["lr"], low=0.0, low_open=True)
+    check_real("optim.weight_decay", optim["weight_decay"], low=0.0)
+    check_real("optim.momentum", optim["momentum"], low=0.0, high=1.0, high_open=True)
+    check_choice("optim.schedule", optim["schedule"], SCHEDULES)
+    check_real("optim.gamma", optim["gamma"], low=0.0, low_open=True, high=1.0)
+    optim["milestones"] = [check_int("optim.milestones", m, low=1) for m in optim["milestones"]]
+
+    evals = _fixed("eval", sections["eval"])
+    check_norm(evals["norm"])
+    evals["eps"] = _eps_list(evals["eps"])
+    check_int("eval.steps", evals["steps"], low=1)
+    if evals["max_samples"] is not None:
+        check_int("eval.max_samples", evals["max_samples"], low=1)
+
+    out = {}
+    for s, registry in (("data", DATASETS), ("model", MODELS)):
+        given = sections[s]
+        fixed_keys = {k: given.pop(k) for k in list(given) if k in DEFAULTS[s]}
+        fixed = {**copy.deepcopy(DEFAULTS[s]), **fixed_keys}
+        if not fixed["name"]:
+            raise ValueError(f"{s}.name is required (known: {', '.join(registry.names())})")
+        factory = registry.get(fixed["name"])
+        out[s] = {**fixed, **_factory_kwargs(s, factory, given)}
+    check_int("data.batch_size", out["data"]["batch_size"], low=1)
+    check_int("data.eval_batch_size", out["data"]["eval_batch_size"], low=1)
+    check_int("data.num_workers", out["data"]["num_workers"], low=0)
+
+    method = sections["method"]
+    name = method.pop("name", "ce")
+    cls = METHODS.get(name)
+    config = cls.make_config(epochs=epochs, **method)
+    out["method"] = {"name": name, **_as_plain(config)}
+    out["optim"], out["train"], out["eval"] = optim, train, evals
+    return out
+
+
+def _as_plain(config) -> dict:
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+
+
+def method_hyperparameters(config: dict) -> dict:
+    """The method section without its name: the keyword arguments of the method."""
+    return {k: v for k, v in config["method"].items() if k != "name"}

@@ -1,0 +1,114 @@
+"""Per-sample margin estimates keyed by dataset index (Algorithm 2 of the paper)."""
+
+from __future__ import annotations
+
+import torch
+
+from .checks import check_int, check_real
+
+__all__ = ["MarginStore"]
+
+
+class MarginStore:
+    """Estimated margins ``E(x)`` of the training samples, updated once per epoch.
+
+    Margins start at ``init`` (IMA: ``delta_eps``). During an epoch the method records, for
+    each correctly classified sample it attacked, the outcome of BPGD:
+
+    * a boundary point was found at distance ``d``: ``E <- (d + E) / 2`` (shrink);
+    * no boundary point inside the ball: ``E <- E + delta_eps`` (expand).
+
+    Misclassified samples are not recorded and keep their margin (BPGD is undefined for
+    them), as does a sample seen in no batch. The new values are applied at the end of the
+    epoch (``end_epoch``), then clipped to ``[0, eps_max]``, so every batch of an epoch
+    uses the margins of the previous epoch. A sample recorded twice in one epoch keeps the
+    last record. With data augmentation, a margin is that of the augmented views of the
+    sample seen during the epoch.
+    """
+
+    def __init__(self, num_samples: int, *, eps_max: float, delta_eps: float, init=None):
+        self.num_samples = check_int("num_samples", num_samples, low=1)
+        self.eps_max = check_real("eps_max", eps_max, low=0.0, low_open=True)
+        self.delta_eps = check_real("delta_eps", delta_eps, low=0.0)
+        init = self.delta_eps if init is None else check_real("init", init, low=0.0)
+        self.margins = torch.full((self.num_samples,), min(init, self.eps_max))
+        self._pending = torch.full((self.num_samples,), float("nan"))
+        self._expanded = torch.zeros(self.num_samples, dtype=torch.bool)
+        self.last_update = {"expanded": 0, "shrunk": 0}
+
+    def _check_index(self, index: torch.Tensor) -> torch.Tensor:
+        index = torch.as_tensor(index).reshape(-1).long().cpu()
+        if index.numel() and (int(index.min()) < 0 or int(index.max()) >= self.num_samples):
+            raise ValueError(
+                f"sample index must be in [0, {self.num_samples - 1}], got values in "
+                f"[{int(index.min())}, {int(index.max())}]; was the store built for this dataset?"
+            )
+        return index
+
+    def get(self, index: torch.Tensor) -> torch.Tensor:
+        """Current margins of the samples ``index`` (B,), on ``index``'s device."""
+        device = index.device if isinstance(index, torch.Tensor) else "cpu"
+        return self.margins[self._check_index(index)].to(device)
+
+    def record(self, index: torch.Tensor, *, crossed: torch.Tensor, distance: torch.Tensor):
+        """Record BPGD outcomes for correctly classified samples ``index`` (B,).
+
+        crossed: bool (B,), True where a boundary point was found; distance: (B,) its
+        distance ``||x - x_n||`` (ignored where ``crossed`` is False).
+        """
+        index = self._check_index(index)
+        crossed = torch.as_tensor(crossed).reshape(-1).bool().cpu()
+        distance = torch.as_tensor(distance, dtype=torch.float32).reshape(-1).detach().cpu()
+        if not (index.numel() == crossed.numel() == distance.numel()):
+            raise ValueError(
+                f"index, crossed and distance must have the same length, got "
+                f"{index.numel()}, {crossed.numel()} and {distance.numel()}"
+            )
+        current = self.margins[index]
+        shrunk = (distance + current) / 2
+        self._pending[index] = torch.where(crossed, shrunk, current + self.delta_eps)
+        self._expanded[index] = ~crossed
+
+    def end_epoch(self) -> dict[str, float]:
+        """Apply the epoch's recorded updates, clip to ``[0, eps_max]``; return statistics."""
+        updated = ~torch.isnan(self._pending)
+        self.margins = torch.where(updated, self._pending, self.margins).clamp(0.0, self.eps_max)
+        expanded = int((self._expanded & updated).sum())
+        self.last_update = {"expanded": expanded, "shrunk": int(updated.sum()) - expanded}
+        self._pending.fill_(float("nan"))
+        self._expanded.zero_()
+        return self.stats()
+
+    def stats(self) -> dict[str, float]:
+        """Mean, median, min and max margin, and the fraction of all samples expanded and
+        shrunk by the last update."""
+        m = self.margins
+        return {
+            "margin_mean": float(m.mean()),
+            "margin_median": float(m.median()),
+            "margin_min": float(m.min()),
+            "margin_max": float(m.max()),
+            "margin_expanded": self.last_update["expanded"] / self.num_samples,
+            "margin_shrunk": self.last_update["shrunk"] / self.num_samples,
+        }
+
+    def state_dict(self) -> dict:
+        return {
+            "margins": self.margins.clone(),
+            "pending": self._pending.clone(),
+            "expanded": self._expanded.clone(),
+            "last_update": dict(self.last_update),
+            "eps_max": self.eps_max,
+            "delta_eps": self.delta_eps,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        margins = torch.as_tensor(state["margins"], dtype=torch.float32)
+        if margins.shape != (self.num_samples,):
+            raise ValueError(
+                f"margin state holds {margins.numel()} samples, this store {self.num_samples}"
+            )
+        self.margins = margins.clone()
+        self._pending = torch.as_tensor(state["pending"], dtype=torch.float32).clone()
+        self._expanded = torch.as_tensor(state["expanded"], dtype=torch.bool).clone()
+        self.last_update = dict(state["last_update"])

@@ -1,0 +1,17 @@
+"""Training methods, one file each, all behind the contract of :class:`Method`."""
+
+from .adv import VanillaAdversarial
+from .base import METHODS, Method, StepOutput, build_method, split_correct
+from .ce import CrossEntropy
+from .ima import IMA
+
+__all__ = [
+    "IMA",
+    "METHODS",
+    "CrossEntropy",
+    "Method",
+    "StepOutput",
+    "VanillaAdversarial",
+    "build_method",
+    "split_correct",
+]

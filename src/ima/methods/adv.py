@@ -1,0 +1,48 @@
+"""Vanilla adversarial training ("adv eps" in the paper; Eq. 2)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .. import lp
+from ..attacks import pgd
+from ..checks import check_int, check_real
+from .base import METHODS, Method, StepOutput
+
+__all__ = ["VanillaAdversarial"]
+
+
+@METHODS.register("adv")
+class VanillaAdversarial(Method):
+    """Train on ``(L_ce(x) + L_ce(x_eps)) / 2`` (Eq. 2), each term a batch mean.
+
+    ``x_eps`` is the last iterate of ``steps``-step PGD (20 in the paper) with random start
+    and step ``alpha * eps / steps`` (alpha = 4), at the same fixed ``eps`` for every
+    sample (Goodfellow et al. 2015; Kurakin et al. 2016).
+    """
+
+    name = "adv"
+
+    @dataclass(frozen=True)
+    class Config:
+        eps: float
+        norm: str = "l2"
+        steps: int = 20
+        alpha: float = 4.0
+
+        def __post_init__(self):
+            check_real("eps", self.eps, low=0.0)
+            lp.check_norm(self.norm)
+            check_int("steps", self.steps, low=1)
+            check_real("alpha", self.alpha, low=0.0, low_open=True)
+
+    def __call__(self, model, x, y, index, epoch):
+        c = self.config
+        attack = pgd(
+            model, x, y, eps=c.eps, norm=c.norm, steps=c.steps, alpha=c.alpha,
+            random_start=True, early_stop=False, bounds=self.bounds, task=self.task,
+        )
+        out = model(x)
+        out_adv = model(attack.x)
+        loss = (self.task.loss(out, y).mean() + self.task.loss(out_adv, y).mean()) / 2
+        return StepOutput(loss, out.detach(), {"adv_fooled": float(attack.success.float().mean())})

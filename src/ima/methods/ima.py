@@ -1,0 +1,103 @@
+"""Increasing-Margin Adversarial training (Algorithms 1 and 2 of the paper)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+
+from .. import lp
+from ..attacks import bpgd
+from ..checks import check_int, check_real
+from ..margins import MarginStore
+from .base import METHODS, Method, StepOutput, split_correct
+
+__all__ = ["IMA"]
+
+
+@METHODS.register("ima")
+class IMA(Method):
+    """IMA training: noisy samples on the decision boundary inside each sample's margin.
+
+    Per batch (Algorithm 1): split the batch, in eval mode, into wrongly classified
+    ``X0`` and correctly classified ``X1``; run BPGD (Algorithm 3) on ``X1`` with each
+    sample's estimated margin ``E(x)`` as its eps; the loss is
+    ``((1 - beta) * (L0 + L1) + beta * L2) / batch_size`` with ``L0``, ``L1`` the summed
+    cross-entropy on ``X0`` and ``X1`` and ``L2`` the summed cross-entropy on the boundary
+    points found (samples without one add nothing to ``L2``).
+
+    Margins (Algorithm 2, :class:`~ima.margins.MarginStore`) start at ``delta_eps``
+    (default ``eps_max / epochs``) and are updated from the BPGD results of the training
+    pass itself, applied at the end of each epoch and clipped to ``[0, eps_max]``:
+    a sample whose ball holds a boundary point shrinks to ``(||x - x_n|| + E) / 2``, one
+    whose ball holds none expands by ``delta_eps``; a misclassified sample keeps its margin
+    (the paper's BPGD is undefined for it).
+    """
+
+    name = "ima"
+
+    @dataclass(frozen=True)
+    class Config:
+        eps_max: float
+        delta_eps: float | None = None
+        beta: float = 0.5
+        norm: str = "l2"
+        steps: int = 20
+        alpha: float = 4.0
+        n_binary: int = 10
+
+        def __post_init__(self):
+            check_real("eps_max", self.eps_max, low=0.0, low_open=True)
+            if self.delta_eps is not None:
+                check_real("delta_eps", self.delta_eps, low=0.0, low_open=True)
+            check_real("beta", self.beta, low=0.0, high=1.0)
+            lp.check_norm(self.norm)
+            check_int("steps", self.steps, low=1)
+            check_real("alpha", self.alpha, low=0.0, low_open=True)
+            check_int("n_binary", self.n_binary, low=0)
+
+    @classmethod
+    def derive(cls, config, *, epochs):
+        if config.delta_eps is None:
+            config = dataclasses.replace(config, delta_eps=config.eps_max / epochs)
+        return config
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        c = self.config
+        self.margins = MarginStore(self.num_samples, eps_max=c.eps_max, delta_eps=c.delta_eps)
+
+    def __call__(self, model, x, y, index, epoch):
+        c, task = self.config, self.task
+        index = torch.as_tensor(index, device=x.device)
+        correct = split_correct(model, x, y, task)
+        ones = correct.nonzero().squeeze(1)
+        boundary = bpgd(
+            model, x[ones], y[ones], eps=self.margins.get(index[ones]).to(x.dtype), norm=c.norm,
+            steps=c.steps, alpha=c.alpha, n_binary=c.n_binary, bounds=self.bounds, task=task,
+        ) if ones.numel() else None
+
+        out = model(x)
+        loss = (1 - c.beta) * task.loss(out, y).sum()
+        found = 0
+        if boundary is not None:
+            distance = lp.sample_norm(boundary.x - x[ones], c.norm)
+            self.margins.record(index[ones], crossed=boundary.success, distance=distance)
+            hit = boundary.success.nonzero().squeeze(1)
+            found = hit.numel()
+            if found:
+                out_noisy = model(boundary.x[hit])
+                loss = loss + c.beta * task.loss(out_noisy, y[ones][hit]).sum()
+        loss = loss / x.shape[0]
+        logs = {"boundary_found": found / len(x), "clean_correct": float(correct.float().mean())}
+        return StepOutput(loss, out.detach(), logs)
+
+    def end_epoch(self, epoch):
+        return self.margins.end_epoch()
+
+    def state_dict(self):
+        return {"margins": self.margins.state_dict()}
+
+    def load_state_dict(self, state):
+        self.margins.load_state_dict(state["margins"])
