@@ -3,6 +3,7 @@
 from . import lp
 from .attacks import AttackResult, bpgd, pgd
 from .config import load_config, resolve_config
+from .evaluation import EvaluationResult, evaluate
 from .margins import MarginStore
 from .methods import METHODS, Method, StepOutput, build_method
 from .runs import Run, load_run
@@ -15,6 +16,7 @@ __all__ = [
     "METHODS",
     "AttackResult",
     "ClassificationTask",
+    "EvaluationResult",
     "MarginStore",
     "Method",
     "Run",
@@ -23,6 +25,7 @@ __all__ = [
     "__version__",
     "bpgd",
     "build_method",
+    "evaluate",
     "load_config",
     "load_run",
     "lp",

@@ -37,7 +37,81 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="number of torch threads (sets train.threads)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_train)
+
+    p = commands.add_parser("evaluate", help="100-PGD robustness curve of a trained run")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--eps", help="comma-separated noise levels (default: the config's eval.eps)")
+    p.add_argument("--norm", choices=("l2", "linf"), help="default: the config's eval.norm")
+    p.add_argument("--steps", type=int, help="PGD iterations (default: eval.steps, 100)")
+    p.add_argument("--split", choices=("train", "val", "test"), help="default: eval.split")
+    p.add_argument("--max-samples", type=int, help="evaluate the first N samples only")
+    p.add_argument("--epoch", type=int, help="evaluate the checkpoint saved after this epoch")
+    p.add_argument("--batch-size", type=int, help="default: data.eval_batch_size")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random starts")
+    p.add_argument("--threads", type=int, help="number of torch threads")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=_evaluate)
+
+    p = commands.add_parser("report", help="table of evaluation results of several runs")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--eval", default="pgd-l2-test", help="result name under eval/ "
+                   "(default pgd-l2-test)")
+    p.add_argument("--csv", metavar="FILE", help="also write the table as CSV")
+    p.add_argument("--markdown", metavar="FILE", help="also write the table as Markdown")
+    p.set_defaults(func=_report)
     return parser
+
+
+def _parse_eps(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(f"--eps must be comma-separated numbers, got {text!r}") from None
+
+
+def _evaluate(args) -> int:
+    import torch
+
+    from .evaluation import evaluate, result_path
+    from .report import robustness_table
+    from .runs import load_run
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    run = load_run(args.run_dir, epoch=args.epoch)
+    e = run.config["eval"]
+    split = args.split or e["split"]
+    result = evaluate(
+        run.model, run.dataset(split),
+        eps=_parse_eps(args.eps) if args.eps else e["eps"],
+        norm=args.norm or e["norm"],
+        steps=args.steps or e["steps"],
+        split_name=split,
+        max_samples=args.max_samples or e["max_samples"],
+        batch_size=args.batch_size or run.config["data"]["eval_batch_size"],
+        seed=args.seed,
+        task=run.method.task,
+        progress=not args.no_progress,
+    )
+    path = result_path(run.dir, result)
+    result.save(path)
+    print(robustness_table([(run.dir.resolve().name, result)]).to_markdown())
+    print(f"wrote {path} ({result.time_s:.1f} s)")
+    return 0
+
+
+def _report(args) -> int:
+    from pathlib import Path
+
+    from .report import load_results, robustness_table
+
+    table = robustness_table(load_results(args.run_dirs, args.eval))
+    print(table.to_markdown())
+    if args.csv:
+        Path(args.csv).write_text(table.to_csv())
+    if args.markdown:
+        Path(args.markdown).write_text(table.to_markdown())
+    return 0
 
 
 def _train(args) -> int:
