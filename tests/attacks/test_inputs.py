@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from analytic import linear_problem
 from ima import bpgd, pgd
+
+from analytic import linear_problem
 
 ATTACKS = [pgd, bpgd]
 

@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from analytic import BinaryLinear, RowCounter, linear_problem
 from ima import bpgd, lp, pgd
+
+from analytic import BinaryLinear, RowCounter, linear_problem
 
 EPS = 0.1
 NORMS = ["l2", "linf"]
