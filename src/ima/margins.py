@@ -64,6 +64,13 @@ class MarginStore:
                 f"index, crossed and distance must have the same length, got "
                 f"{index.numel()}, {crossed.numel()} and {distance.numel()}"
             )
+        bad = crossed & ~(torch.isfinite(distance) & (distance >= 0))
+        if bad.any():
+            # NaN would also be mistaken for "not recorded" by end_epoch.
+            raise ValueError(
+                f"distance must be finite and >= 0 where crossed is True, got "
+                f"{distance[bad][:4].tolist()}"
+            )
         current = self.margins[index]
         shrunk = (distance + current) / 2
         self._pending[index] = torch.where(crossed, shrunk, current + self.delta_eps)
@@ -81,11 +88,14 @@ class MarginStore:
 
     def stats(self) -> dict[str, float]:
         """Mean, median, min and max margin, and the fraction of all samples expanded and
-        shrunk by the last update."""
+        shrunk by the last update. The median of an even count is the mean of the two
+        middle values (``torch.median`` would return the lower one)."""
         m = self.margins
+        ordered = m.sort().values
+        n = ordered.numel()
         return {
             "margin_mean": float(m.mean()),
-            "margin_median": float(m.median()),
+            "margin_median": (float(ordered[(n - 1) // 2]) + float(ordered[n // 2])) / 2,
             "margin_min": float(m.min()),
             "margin_max": float(m.max()),
             "margin_expanded": self.last_update["expanded"] / self.num_samples,
@@ -108,7 +118,14 @@ class MarginStore:
             raise ValueError(
                 f"margin state holds {margins.numel()} samples, this store {self.num_samples}"
             )
+        pending = torch.as_tensor(state["pending"], dtype=torch.float32)
+        expanded = torch.as_tensor(state["expanded"], dtype=torch.bool)
+        if pending.shape != margins.shape or expanded.shape != margins.shape:
+            raise ValueError(
+                f"margin state is inconsistent: margins {tuple(margins.shape)}, pending "
+                f"{tuple(pending.shape)}, expanded {tuple(expanded.shape)}"
+            )
         self.margins = margins.clone()
-        self._pending = torch.as_tensor(state["pending"], dtype=torch.float32).clone()
-        self._expanded = torch.as_tensor(state["expanded"], dtype=torch.bool).clone()
+        self._pending = pending.clone()
+        self._expanded = expanded.clone()
         self.last_update = dict(state["last_update"])

@@ -47,11 +47,15 @@ def checkpoint_path(run_dir, epoch: int | None = None) -> Path:
     return run_dir / LATEST if epoch is None else run_dir / "checkpoints" / f"epoch-{epoch:03d}.pt"
 
 
-def prepare_run_dir(run_dir, *, resume: bool = False, overwrite: bool = False) -> Path:
+def prepare_run_dir(
+    run_dir, *, resume: bool = False, overwrite: bool = False, check_only: bool = False
+) -> Path:
     """Make ``run_dir`` ready for a new run; never overwrite an existing run unless asked.
 
     ``overwrite`` empties a folder only if it is an ``ima`` run folder (it holds
-    ``config.yaml``), so a mistyped path cannot wipe unrelated files.
+    ``config.yaml``), so a mistyped path cannot wipe unrelated files. ``check_only``
+    raises what the call would raise but changes nothing on disk (so a caller can fail
+    early, then build what could still fail, and only then replace the folder).
     """
     if resume and overwrite:
         raise ValueError("choose one of resume and overwrite, not both")
@@ -74,8 +78,11 @@ def prepare_run_dir(run_dir, *, resume: bool = False, overwrite: bool = False) -
                     f"refusing to overwrite {str(run_dir)!r}: it is not an ima run folder "
                     f"(no {CONFIG_FILE})"
                 )
+            if check_only:
+                return run_dir
             shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if not check_only:
+        run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
 
 

@@ -7,15 +7,17 @@ import io
 import logging
 import math
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from . import assemble, runs
-from .config import load_config, resolve_config, save_config
+from .config import apply_overrides, load_config, resolve_config, save_config
 from .data import ArrayDataset
 from .modes import eval_mode
+from .tasks import get_task
 
 __all__ = ["batches", "clean_accuracy", "select_device", "train"]
 
@@ -68,8 +70,6 @@ def batches(dataset: Dataset, batch_size: int, *, order=None, num_workers: int =
 @torch.no_grad()
 def clean_accuracy(model, dataset, *, batch_size=512, device="cpu", task=None) -> float:
     """Accuracy of ``model`` on the clean samples of ``dataset``, in eval mode."""
-    from .tasks import get_task
-
     task = get_task(task)
     correct = total = 0
     with eval_mode(model):
@@ -92,6 +92,24 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _scheduler_state_to_plain(scheduler) -> dict | None:
+    """The scheduler's state with plain Python values only: MultiStepLR keeps its
+    milestones in a ``collections.Counter``, which ``torch.load(weights_only=True)``
+    refuses before torch 2.4 (pytorch/pytorch#98921), so it is stored as a dict."""
+    if scheduler is None:
+        return None
+    state = scheduler.state_dict()
+    if isinstance(state.get("milestones"), Counter):
+        state = {**state, "milestones": dict(state["milestones"])}
+    return state
+
+
+def _scheduler_state_from_plain(state: dict) -> dict:
+    if isinstance(state.get("milestones"), dict):
+        state = {**state, "milestones": Counter(state["milestones"])}
+    return state
+
+
 def _write_metrics(run_dir: Path, rows: list[dict]) -> None:
     """Rewrite ``metrics.csv`` atomically (columns = union of the rows' keys, in order)."""
     columns: list[str] = []
@@ -103,6 +121,21 @@ def _write_metrics(run_dir: Path, rows: list[dict]) -> None:
     writer.writerows(rows)
     text = buffer.getvalue()
     runs.atomic_write(run_dir / runs.METRICS_FILE, lambda tmp: Path(tmp).write_text(text))
+
+
+def _load_init_weights(model, init_from, device) -> None:
+    """Warm start: copy the model weights of a run folder's latest checkpoint, or of a
+    checkpoint file, into ``model``."""
+    path = Path(init_from)
+    path = runs.checkpoint_path(path) if path.is_dir() else path
+    state = runs.load_checkpoint(path, map_location=device)["model"]
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:  # torch's error for missing, extra or misshapen weights
+        raise ValueError(
+            f"init_from {str(path)!r} does not fit the config's model: {err}"
+        ) from err
+    logger.info("initialised model weights from %s", path)
 
 
 def train(
@@ -125,15 +158,12 @@ def train(
     if resume:
         runs.prepare_run_dir(out_dir, resume=True)
         config = runs.read_config(out_dir)
+    elif isinstance(config, str | Path):
+        config = load_config(config, overrides)
     else:
-        if isinstance(config, str | Path):
-            config = load_config(config, overrides)
-        else:
-            from .config import apply_overrides
-
-            config = resolve_config(apply_overrides(config, overrides))
-        runs.prepare_run_dir(out_dir, overwrite=overwrite)
-        save_config(config, out_dir / runs.CONFIG_FILE)
+        config = resolve_config(apply_overrides(config, overrides))
+    if not resume:
+        runs.prepare_run_dir(out_dir, overwrite=overwrite, check_only=True)
 
     t = config["train"]
     if t["threads"] is not None:
@@ -141,29 +171,33 @@ def train(
     device = select_device(t["device"])
     torch.manual_seed(t["seed"])
 
+    # Build everything before touching the run folder: a config whose data, model or
+    # method fails to build must not leave a half-made folder behind, nor wipe the
+    # existing run that --overwrite was about to replace.
     train_set = assemble.make_dataset(config, "train")
     val_set = assemble.make_dataset(config, t["val_split"]) if t["val_split"] else None
     model = assemble.make_model(config).to(device)
     method = assemble.make_method(config, train_set)
     optimizer, scheduler = assemble.make_optimizer(config, model)
+    resuming = resume and runs.checkpoint_path(out_dir).is_file()
+    if init_from is not None and not resuming:
+        _load_init_weights(model, init_from, device)
+    if not resume:
+        runs.prepare_run_dir(out_dir, overwrite=overwrite)
+        save_config(config, out_dir / runs.CONFIG_FILE)
 
     start, rows = 0, []
-    if resume and runs.checkpoint_path(out_dir).is_file():
+    if resuming:
         ckpt = runs.load_checkpoint(runs.checkpoint_path(out_dir), map_location=device)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         if scheduler is not None:
-            scheduler.load_state_dict(ckpt["scheduler"])
+            scheduler.load_state_dict(_scheduler_state_from_plain(ckpt["scheduler"]))
         method.load_state_dict(ckpt["method"])
         _set_rng_state(ckpt["rng"])
         start = int(ckpt["epoch"])
         rows = [r for r in runs.read_metrics(out_dir) if int(r["epoch"]) <= start]
         logger.info("resuming %s after epoch %d", out_dir, start)
-    elif init_from is not None:
-        path = Path(init_from)
-        path = runs.checkpoint_path(path) if path.is_dir() else path
-        model.load_state_dict(runs.load_checkpoint(path, map_location=device)["model"])
-        logger.info("initialised model weights from %s", path)
 
     bar = None
     if progress:
@@ -217,15 +251,18 @@ def train(
             "epoch": epoch + 1,
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "scheduler": _scheduler_state_to_plain(scheduler),
             "method": method.state_dict(),
             "rng": _rng_state(),
             "config": config,
         }
+        # Metrics before the checkpoint: a crash between the two writes then leaves a
+        # metrics row that resuming drops and redoes, never a checkpointed epoch whose
+        # row is missing for good.
+        _write_metrics(out_dir, rows)
         runs.save_checkpoint(runs.checkpoint_path(out_dir), payload)
         if (epoch + 1) % t["save_every"] == 0 or epoch + 1 == t["epochs"]:
             runs.save_checkpoint(runs.checkpoint_path(out_dir, epoch + 1), payload)
-        _write_metrics(out_dir, rows)
         logger.info(
             "epoch %d/%d %s", epoch + 1, t["epochs"],
             " ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"),
