@@ -71,7 +71,7 @@ def per_sample_eps(eps, x: torch.Tensor, *, name: str = "eps") -> torch.Tensor:
 
 def sample_norm(x: torch.Tensor, norm: str) -> torch.Tensor:
     """Per-sample Lp norm of ``x`` of shape ``(B, ...)``; returns shape ``(B,)``."""
-    flat = x.reshape(x.shape[0], -1)
+    flat = x.flatten(1) if x.dim() > 1 else x[:, None]
     if norm == "l2":
         return flat.norm(p=2, dim=1)
     if norm == "linf":
@@ -80,14 +80,17 @@ def sample_norm(x: torch.Tensor, norm: str) -> torch.Tensor:
     raise AssertionError("unreachable")
 
 
-def project(delta: torch.Tensor, eps, norm: str) -> torch.Tensor:
+def project(delta: torch.Tensor, eps, norm: str, *, validate: bool = True) -> torch.Tensor:
     """Project perturbations ``delta`` (B, ...) onto the ``eps``-ball of the given norm.
 
     The projection is the Euclidean-nearest point for L2 (radial scaling) and the
     coordinate-wise clamp for Linf; it is idempotent and never moves a point that is
-    already inside the ball.
+    already inside the ball. ``validate=False`` skips the checks of ``eps`` (which cost a
+    device synchronisation) for callers that pass an already validated (B,) tensor.
     """
-    eps = expand_as_batch(per_sample_eps(eps, delta), delta)
+    if validate or not isinstance(eps, torch.Tensor):
+        eps = per_sample_eps(eps, delta)
+    eps = expand_as_batch(eps, delta)
     if norm == "l2":
         length = expand_as_batch(sample_norm(delta, "l2"), delta)
         # Scale only the samples outside the ball; the clamp avoids 0/0 for delta = 0.

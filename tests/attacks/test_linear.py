@@ -85,8 +85,10 @@ def test_bpgd_spends_no_compute_after_crossing():
     r = bpgd(counter, x, y, eps=EPS, steps=steps, n_binary=n_binary, random_start=False)
     assert int(r.success.sum()) == n_near
     b = n_near + n_far
-    # clean check + start point + step 1 for everyone, then only the far samples
-    expected = b + b + b + (steps - 1) * n_far + n_binary * n_near
+    # clean check + start point + step 1 for everyone, then only the far samples; the
+    # bisection classifies 3 points per crossed sample for every 2 of its n_binary halvings
+    bisection = (3 * (n_binary // 2) + n_binary % 2) * n_near
+    expected = b + b + b + (steps - 1) * n_far + bisection
     assert counter.rows == expected
 
 

@@ -19,11 +19,14 @@ class AttackResult:
 
     x: the perturbed inputs, same shape as the clean batch, inside the eps-ball and the
         bounds; ``success``: bool ``(B,)``, True where the model misclassifies ``x`` (for
-        BPGD: a boundary point was found and ``x`` is its wrong-side end).
+        BPGD: a boundary point was found and ``x`` is its wrong-side end);
+        ``clean_correct``: bool ``(B,)``, where the attack judged the clean input correct
+        (set by attacks that classify it anyway, such as BPGD; else None).
     """
 
     x: torch.Tensor
     success: torch.Tensor
+    clean_correct: torch.Tensor | None = None
 
 
 def check_attack_inputs(

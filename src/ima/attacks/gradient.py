@@ -57,36 +57,47 @@ def ascend(
     sample leaves the active set at its first misclassified iterate and costs nothing more.
     """
     batch = x.shape[0]
-    x_adv = start.detach().clone()
+    x_out = start.detach().clone()
     fooled = torch.zeros(batch, dtype=torch.bool, device=x.device)
     last_correct = x.detach().clone() if stop_on_success else None
-    active = torch.arange(batch, device=x.device)
+    # The working set holds only the samples still attacked; it is compacted when a sample
+    # leaves, so a step over an unchanged set costs no gather or scatter.
+    ids = torch.arange(batch, device=x.device)
+    cur, x0, yc, eps_c, step_c, prev = start.detach(), x.detach(), y, eps, step_size, x.detach()
     for i in range(steps + 1):
         final = i == steps
-        xa = x_adv[active].requires_grad_(not final)
-        ya = y[active]
+        cur.requires_grad_(not final)
         with torch.set_grad_enabled(not final):
-            out = model(xa)
+            out = model(cur)
             if i == 0:
-                task.check_target(out, ya)
+                task.check_target(out, yc)
             if stop_on_success or final:
-                wrong = ~task.correct(out.detach(), ya)
-                fooled[active[wrong]] = True
-            if final:
-                break
-            objective = task.loss(out, ya, loss).sum()
-        grad = torch.autograd.grad(objective, xa)[0]
-        xa = xa.detach()
+                wrong = ~task.correct(out.detach(), yc)
+            if not final:
+                grad = torch.autograd.grad(task.loss(out, yc, loss).sum(), cur)[0]
+        xa = cur.detach()
+        if final:
+            fooled[ids] = wrong
+            x_out[ids] = xa
+            if stop_on_success:
+                last_correct[ids[wrong]] = prev[wrong]
+            break
         if stop_on_success:
-            keep = ~wrong
-            active, xa, grad = active[keep], xa[keep], grad[keep]
-            if active.numel() == 0:
-                break
-            last_correct[active] = xa
-        step = lp.expand_as_batch(step_size[active], xa) * lp.ascent_direction(grad, norm)
-        delta = lp.project(xa + step - x[active], eps[active], norm)
-        x_adv[active] = lp.clip_to_bounds(x[active] + delta, bounds)
-    return Path(x_adv, fooled, last_correct)
+            if wrong.any():
+                done = ids[wrong]
+                fooled[done] = True
+                x_out[done] = xa[wrong]
+                last_correct[done] = prev[wrong]
+                keep = ~wrong
+                ids, xa, grad, x0, yc = ids[keep], xa[keep], grad[keep], x0[keep], yc[keep]
+                eps_c, step_c = eps_c[keep], step_c[keep]
+                if ids.numel() == 0:
+                    break
+            prev = xa
+        step = lp.expand_as_batch(step_c, xa) * lp.ascent_direction(grad, norm)
+        delta = lp.project(xa + step - x0, eps_c, norm, validate=False)
+        cur = lp.clip_to_bounds(x0 + delta, bounds)
+    return Path(x_out, fooled, last_correct)
 
 
 def pgd(

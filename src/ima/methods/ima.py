@@ -11,7 +11,7 @@ from .. import lp
 from ..attacks import bpgd
 from ..checks import check_int, check_real
 from ..margins import MarginStore
-from .base import METHODS, Method, StepOutput, split_correct
+from .base import METHODS, Method, StepOutput
 
 __all__ = ["IMA"]
 
@@ -71,26 +71,27 @@ class IMA(Method):
     def __call__(self, model, x, y, index, epoch):
         c, task = self.config, self.task
         index = torch.as_tensor(index, device=x.device)
-        correct = split_correct(model, x, y, task)
-        ones = correct.nonzero().squeeze(1)
+        # BPGD splits the batch itself, in eval mode, into X0 (wrong) and X1 (correct) and
+        # attacks X1 only: no separate forward pass is needed for the split.
         boundary = bpgd(
-            model, x[ones], y[ones], eps=self.margins.get(index[ones]).to(x.dtype), norm=c.norm,
-            steps=c.steps, alpha=c.alpha, n_binary=c.n_binary, bounds=self.bounds, task=task,
-        ) if ones.numel() else None
+            model, x, y, eps=self.margins.get(index).to(x.dtype), norm=c.norm, steps=c.steps,
+            alpha=c.alpha, n_binary=c.n_binary, bounds=self.bounds, task=task,
+        )
+        correct = boundary.clean_correct
+        ones = correct.nonzero().squeeze(1)
+        distance = lp.sample_norm(boundary.x[ones] - x[ones], c.norm)
+        self.margins.record(index[ones], crossed=boundary.success[ones], distance=distance)
 
         out = model(x)
         loss = (1 - c.beta) * task.loss(out, y).sum()
-        found = 0
-        if boundary is not None:
-            distance = lp.sample_norm(boundary.x - x[ones], c.norm)
-            self.margins.record(index[ones], crossed=boundary.success, distance=distance)
-            hit = boundary.success.nonzero().squeeze(1)
-            found = hit.numel()
-            if found:
-                out_noisy = model(boundary.x[hit])
-                loss = loss + c.beta * task.loss(out_noisy, y[ones][hit]).sum()
+        hit = boundary.success.nonzero().squeeze(1)
+        if hit.numel():
+            loss = loss + c.beta * task.loss(model(boundary.x[hit]), y[hit]).sum()
         loss = loss / x.shape[0]
-        logs = {"boundary_found": found / len(x), "clean_correct": float(correct.float().mean())}
+        logs = {
+            "boundary_found": hit.numel() / len(x),
+            "clean_correct": float(correct.float().mean()),
+        }
         return StepOutput(loss, out.detach(), logs)
 
     def end_epoch(self, epoch):
