@@ -40,8 +40,10 @@ def bpgd(
 
     A sample whose iterates all stay correct (case-0, the paper's None) gets
     ``success=False`` and its last iterate. A sample misclassified at the start gets
-    ``success=False`` and ``x`` unchanged (callers pass correctly classified samples). A
-    sample costs no forward or backward pass after its first misclassified iterate.
+    ``success=False`` and ``x`` unchanged; the result's ``clean_correct`` says which
+    samples those are, so a caller can pass a whole batch and use BPGD's own split (as
+    IMA's Algorithm 1 does). A sample costs no forward or backward pass after its first
+    misclassified iterate.
     eps: float or (B,) tensor (IMA passes its per-sample margins).
     """
     task, eps, bounds, step_size = check_attack_inputs(

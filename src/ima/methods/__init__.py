@@ -1,7 +1,7 @@
 """Training methods, one file each, all behind the contract of :class:`Method`."""
 
 from .adv import VanillaAdversarial
-from .base import METHODS, Method, StepOutput, build_method, split_correct
+from .base import METHODS, Method, StepOutput, build_method
 from .ce import CrossEntropy
 from .ima import IMA
 
@@ -13,5 +13,4 @@ __all__ = [
     "StepOutput",
     "VanillaAdversarial",
     "build_method",
-    "split_correct",
 ]

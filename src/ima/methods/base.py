@@ -9,11 +9,10 @@ from typing import Any, ClassVar
 import torch
 
 from ..checks import check_bounds, check_int
-from ..modes import eval_mode
 from ..registry import Registry
 from ..tasks import Task, get_task
 
-__all__ = ["METHODS", "Method", "StepOutput", "build_method", "split_correct"]
+__all__ = ["METHODS", "Method", "StepOutput", "build_method"]
 
 METHODS = Registry("method")
 
@@ -106,14 +105,6 @@ class Method:
     def load_state_dict(self, state: dict) -> None:
         if state:
             raise ValueError(f"method {self.name!r} has no state, got keys {sorted(state)}")
-
-
-def split_correct(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, task: Task):
-    """Bool mask (B,) of the samples the model classifies correctly, judged in eval mode."""
-    with eval_mode(model), torch.no_grad():
-        out = model(x)
-        task.check_target(out, y)
-        return task.correct(out, y)
 
 
 def build_method(name: str, **kwargs: Any) -> Method:
