@@ -145,9 +145,11 @@ class UsageError(Exception):
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s"
-    )
+    # Per-epoch log lines are the progress report when there is no progress bar; beside a
+    # bar they would break it, so they are shown only with -v then.
+    quiet = not getattr(args, "no_progress", True)
+    level = logging.DEBUG if args.verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(message)s")
     if args.command is None:
         parser.print_help()
         return 0
