@@ -176,3 +176,35 @@ def test_unbounded_data_is_not_clipped():
     r = pgd(model, x, y, eps=10.0, bounds=None, random_start=False)
     assert r.success.all()
     assert torch.allclose(lp.sample_norm(r.x - x, "l2"), torch.full((2,), 10.0), atol=1e-5)
+
+
+def test_correct_steps_count_the_iterates_before_crossing():
+    # Without random start, iterate j lies j * step along the shortest path to the
+    # boundary, so exactly ceil(margin / step) of the `steps` iterates are still correct
+    # when the margin is below eps, and all of them when it is above.
+    model, x, y, margin = linear_problem(norm="l2", eps=EPS, n=600)
+    steps, step = 20, 4.0 * EPS / 20
+    ratio = margin / step
+    clear = (ratio - ratio.round()).abs() > 1e-3  # avoid margins on a step boundary
+    x, y, margin = x[clear], y[clear], margin[clear]
+    r = pgd(model, x, y, eps=EPS, steps=steps, random_start=False)
+    expected = torch.where(margin < EPS, torch.ceil(margin / step), steps).long()
+    assert torch.equal(r.correct_steps, expected)
+
+
+def test_fat_budget_tau_attacks_tau_more_steps_after_the_first_crossing():
+    model, x, y, margin = linear_problem(norm="l2", eps=EPS, n=600)
+    step = 4.0 * EPS / 20
+    ratio = margin / step
+    clear = ((ratio - ratio.round()).abs() > 1e-3) & (margin < EPS)
+    x, y, margin = x[clear], y[clear], margin[clear]
+    for tau in (0, 2):
+        r = pgd(model, x, y, eps=EPS, random_start=False, early_stop=True, tau=tau)
+        assert r.success.all()
+        moved = lp.sample_norm(r.x - x, "l2")
+        expected = torch.clamp((torch.ceil(margin / step) + tau) * step, max=EPS)
+        assert torch.allclose(moved, expected, atol=1e-5)
+    with pytest.raises(ValueError, match="needs early_stop=True"):
+        pgd(model, x, y, eps=EPS, tau=1)
+    with pytest.raises(ValueError, match="tau must be >= 0"):
+        pgd(model, x, y, eps=EPS, early_stop=True, tau=-1)

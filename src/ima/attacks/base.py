@@ -21,12 +21,15 @@ class AttackResult:
         bounds; ``success``: bool ``(B,)``, True where the model misclassifies ``x`` (for
         BPGD: a boundary point was found and ``x`` is its wrong-side end);
         ``clean_correct``: bool ``(B,)``, where the attack judged the clean input correct
-        (set by attacks that classify it anyway, such as BPGD; else None).
+        (set by attacks that classify it anyway, such as BPGD; else None);
+        ``correct_steps``: int ``(B,)``, for PGD the number of iterates a gradient step
+        was taken from that were still classified correctly (else None).
     """
 
     x: torch.Tensor
     success: torch.Tensor
     clean_correct: torch.Tensor | None = None
+    correct_steps: torch.Tensor | None = None
 
 
 def check_attack_inputs(

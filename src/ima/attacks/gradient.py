@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from .. import lp
+from ..checks import check_int
 from ..modes import eval_mode
 from ..tasks import Task
 from .base import AttackResult, check_attack_inputs
@@ -18,15 +19,17 @@ __all__ = ["pgd"]
 class Path:
     """Where a PGD run ended, per sample.
 
-    x: last iterate, or the first misclassified iterate of a stopped sample; fooled: bool
-    (B,), True where the model misclassifies ``x``; last_correct: the iterate just before
-    the first misclassified one (only when stopping on success; the clean input counts as
-    the iterate before the start point).
+    x: last iterate, or the iterate at which a stopped sample left; fooled: bool (B,),
+    True where the model misclassifies ``x``; last_correct: the iterate just before the
+    first misclassified one (only when stopping on success with ``tau = 0``; the clean
+    input counts as the iterate before the start point); correct_steps: int (B,), how
+    many of the iterates a gradient step was taken from were classified correctly.
     """
 
     x: torch.Tensor
     fooled: torch.Tensor
     last_correct: torch.Tensor | None
+    correct_steps: torch.Tensor
 
 
 def random_start_point(x: torch.Tensor, eps: torch.Tensor, norm: str, bounds) -> torch.Tensor:
@@ -48,22 +51,26 @@ def ascend(
     steps: int,
     bounds,
     stop_on_success: bool,
+    tau: int = 0,
 ) -> Path:
     """Run ``steps`` PGD iterations from ``start``; the model must already be in eval mode.
 
     Each iteration does one forward pass on the samples still active; its output both
     decides whether the current iterate is adversarial and gives the gradient for the next
     step, so stopping on success costs no extra forward pass. With ``stop_on_success`` a
-    sample leaves the active set at its first misclassified iterate and costs nothing more.
+    sample leaves the active set once it has been misclassified at ``tau + 1`` iterates
+    (``tau = 0``: at its first misclassified iterate) and costs nothing more.
     """
     batch = x.shape[0]
     x_out = start.detach().clone()
     fooled = torch.zeros(batch, dtype=torch.bool, device=x.device)
+    correct_steps = torch.zeros(batch, dtype=torch.long, device=x.device)
     last_correct = x.detach().clone() if stop_on_success else None
     # The working set holds only the samples still attacked; it is compacted when a sample
     # leaves, so a step over an unchanged set costs no gather or scatter.
     ids = torch.arange(batch, device=x.device)
     cur, x0, yc, eps_c, step_c, prev = start.detach(), x.detach(), y, eps, step_size, x.detach()
+    budget = torch.full((batch,), tau, dtype=torch.long, device=x.device)
     for i in range(steps + 1):
         final = i == steps
         cur.requires_grad_(not final)
@@ -71,8 +78,7 @@ def ascend(
             out = model(cur)
             if i == 0:
                 task.check_target(out, yc)
-            if stop_on_success or final:
-                wrong = ~task.correct(out.detach(), yc)
+            wrong = ~task.correct(out.detach(), yc)
             if not final:
                 grad = torch.autograd.grad(task.loss(out, yc, loss).sum(), cur)[0]
         xa = cur.detach()
@@ -82,22 +88,25 @@ def ascend(
             if stop_on_success:
                 last_correct[ids[wrong]] = prev[wrong]
             break
+        correct_steps[ids] += (~wrong).long()
         if stop_on_success:
-            if wrong.any():
-                done = ids[wrong]
+            leave = wrong & (budget[ids] == 0)
+            budget[ids[wrong]] -= 1
+            if leave.any():
+                done = ids[leave]
                 fooled[done] = True
-                x_out[done] = xa[wrong]
-                last_correct[done] = prev[wrong]
-                keep = ~wrong
+                x_out[done] = xa[leave]
+                last_correct[done] = prev[leave]
+                keep = ~leave
                 ids, xa, grad, x0, yc = ids[keep], xa[keep], grad[keep], x0[keep], yc[keep]
-                eps_c, step_c = eps_c[keep], step_c[keep]
+                eps_c, step_c, prev, wrong = eps_c[keep], step_c[keep], prev[keep], wrong[keep]
                 if ids.numel() == 0:
                     break
-            prev = xa
+            prev = torch.where(lp.expand_as_batch(wrong, xa), prev, xa)
         step = lp.expand_as_batch(step_c, xa) * lp.ascent_direction(grad, norm)
         delta = lp.project(xa + step - x0, eps_c, norm, validate=False)
         cur = lp.clip_to_bounds(x0 + delta, bounds)
-    return Path(x_out, fooled, last_correct)
+    return Path(x_out, fooled, last_correct, correct_steps)
 
 
 def pgd(
@@ -113,6 +122,7 @@ def pgd(
     loss: str = "ce",
     random_start: bool = True,
     early_stop: bool = False,
+    tau: int = 0,
     bounds=(0.0, 1.0),
     task: Task | None = None,
 ) -> AttackResult:
@@ -124,7 +134,10 @@ def pgd(
     ``random_start`` begins at a uniform point of the ball. With ``early_stop=False`` the
     result is the last iterate (the paper's delta, as vanilla adversarial training uses);
     with ``early_stop=True`` a sample keeps its first misclassified iterate and is attacked
-    no further. ``success`` is True where the model misclassifies the returned point.
+    no further, or, with ``tau > 0``, is attacked until ``tau`` more of its iterates were
+    misclassified (FAT's early-stopped PGD, Zhang et al. 2020). ``success`` is True where
+    the model misclassifies the returned point; ``correct_steps`` counts the iterates a
+    step was taken from that were still classified correctly (GAIRAT's kappa).
     The model runs in eval mode, its modes are restored, and parameter ``.grad`` is never
     touched (gradients are taken with ``torch.autograd.grad``).
     """
@@ -132,6 +145,9 @@ def pgd(
         x, y, eps=eps, norm=norm, steps=steps, bounds=bounds, task=task, loss=loss,
         alpha=alpha, step_size=step_size,
     )
+    check_int("tau", tau, low=0)
+    if tau and not early_stop:
+        raise ValueError(f"tau={tau} needs early_stop=True (it is the early-stop budget)")
     if step_size is None:
         step_size = alpha * eps / steps
     x = x.detach()
@@ -139,6 +155,6 @@ def pgd(
         start = random_start_point(x, eps, norm, bounds) if random_start else x
         path = ascend(
             model, task, x, y, start=start, eps=eps, step_size=step_size, norm=norm,
-            loss=loss, steps=steps, bounds=bounds, stop_on_success=early_stop,
+            loss=loss, steps=steps, bounds=bounds, stop_on_success=early_stop, tau=tau,
         )
-    return AttackResult(path.x, path.fooled)
+    return AttackResult(path.x, path.fooled, correct_steps=path.correct_steps)
