@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from . import __version__
@@ -143,6 +144,10 @@ class UsageError(Exception):
 
 
 def main(argv: list[str] | None = None) -> int:
+    # User factories ("my_module:build") are imported by name; like `python -m`, let the
+    # current folder hold them (a console script's sys.path starts at its own bin folder).
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
     parser = build_parser()
     args = parser.parse_args(argv)
     # Per-epoch log lines are the progress report when there is no progress bar; beside a
