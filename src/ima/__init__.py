@@ -1,7 +1,7 @@
 """ima: Increasing-Margin Adversarial (IMA) training and robustness evaluation for PyTorch."""
 
 from . import lp
-from .attacks import AttackResult, bpgd, pgd
+from .attacks import AttackResult, bpgd, ddn, pgd
 from .config import load_config, resolve_config
 from .evaluation import EvaluationResult, evaluate
 from .margins import MarginStore
@@ -25,6 +25,7 @@ __all__ = [
     "__version__",
     "bpgd",
     "build_method",
+    "ddn",
     "evaluate",
     "load_config",
     "load_run",

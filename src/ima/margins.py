@@ -6,7 +6,7 @@ import torch
 
 from .checks import check_int, check_real
 
-__all__ = ["MarginStore"]
+__all__ = ["DirectMarginStore", "MarginStore"]
 
 
 class MarginStore:
@@ -72,9 +72,14 @@ class MarginStore:
                 f"{distance[bad][:4].tolist()}"
             )
         current = self.margins[index]
-        shrunk = (distance + current) / 2
-        self._pending[index] = torch.where(crossed, shrunk, current + self.delta_eps)
-        self._expanded[index] = ~crossed
+        new = self.update(current, crossed, distance)
+        self._pending[index] = new
+        self._expanded[index] = new > current
+
+    def update(self, current: torch.Tensor, crossed: torch.Tensor, distance: torch.Tensor):
+        """Algorithm 2's rule: shrink to ``(distance + E) / 2`` where a boundary point was
+        found, else expand to ``E + delta_eps`` (all tensors (B,))."""
+        return torch.where(crossed, (distance + current) / 2, current + self.delta_eps)
 
     def end_epoch(self) -> dict[str, float]:
         """Apply the epoch's recorded updates, clip to ``[0, eps_max]``; return statistics."""
@@ -129,3 +134,29 @@ class MarginStore:
         self._pending = pending.clone()
         self._expanded = expanded.clone()
         self.last_update = dict(state["last_update"])
+
+
+class DirectMarginStore(MarginStore):
+    """Margins replaced by each epoch's direct estimate (MMA training, Ding et al. 2020).
+
+    Same storage, schedule and statistics as :class:`MarginStore` (so the margin
+    distributions of MMA and IMA can be compared, as in the paper's Fig. 7), but the
+    update rule of the MMA reference implementation (BorealisAI/mma_training, trainer.py
+    ``update_eps``): the new margin is the estimate itself, not an average with the old
+    one, and there is no ``delta_eps`` step.
+
+    * a boundary point was found at distance ``d``: ``E <- d`` (``d = 0`` for a sample
+      misclassified at the start, as the reference records);
+    * none within the search range: ``E <- eps_max`` (the margin is at least that).
+
+    Updates apply at the end of the epoch and are clipped to ``[0, eps_max]``. In the
+    statistics, ``margin_expanded`` is the fraction of samples whose estimate grew and
+    ``margin_shrunk`` the fraction recorded whose estimate did not grow.
+    """
+
+    def __init__(self, num_samples: int, *, eps_max: float, init: float):
+        super().__init__(num_samples, eps_max=eps_max, delta_eps=0.0, init=init)
+
+    def update(self, current: torch.Tensor, crossed: torch.Tensor, distance: torch.Tensor):
+        """The estimate itself where a boundary point was found, else ``eps_max``."""
+        return torch.where(crossed, distance, torch.full_like(distance, self.eps_max))

@@ -22,6 +22,11 @@ REQUIRED = {
     "ce": {},
     "adv": {"eps": 1.0, "steps": 5},
     "ima": {"eps_max": 4.0, "delta_eps": 2.0, "steps": 10},
+    "mma": {"eps_max": 4.0, "steps": 5},
+    "ddn": {"eps_max": 2.0, "steps": 10},
+    "trades": {"eps": 1.0, "steps": 5},
+    "fat": {"eps": 1.0, "steps": 5},
+    "gairat": {"eps": 1.0, "steps": 5},
 }
 
 NAMES = METHODS.names()
@@ -121,6 +126,12 @@ def test_method_contract(name, mode, problem):
         # both kinds of sample and the boundary-point term are exercised
         assert 0 < out.logs["clean_correct"] <= 1 - N_WRONG / len(x)
         assert out.logs["boundary_found"] > 0
+    if name == "mma":
+        # misclassified samples (clean term) and boundary points (margin term) both occur
+        assert 0 < out.logs["clean_correct"] <= 1 - N_WRONG / len(x)
+        assert out.logs["boundary_found"] > 0
+    if name == "ddn":
+        assert out.logs["adv_fooled"] > 0
 
     opt.zero_grad(set_to_none=True)
     out.loss.backward()

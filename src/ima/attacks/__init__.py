@@ -2,6 +2,8 @@
 
 from .base import AttackResult
 from .boundary import bpgd
+from .divergence import kl_attack, kl_divergence
 from .gradient import pgd
+from .minimal import ddn
 
-__all__ = ["AttackResult", "bpgd", "pgd"]
+__all__ = ["AttackResult", "bpgd", "ddn", "kl_attack", "kl_divergence", "pgd"]

@@ -10,9 +10,14 @@ import torch
 from torch.utils.data import Dataset
 
 from ima.checks import check_choice
+from ima.data.cifar import cifar10
 from ima.data.dataset import ArrayDataset
 from ima.data.digits import digits
+from ima.data.fashion import fashion_mnist
+from ima.data.folders import covid_ct, image_folder
+from ima.data.house_numbers import svhn
 from ima.data.moons import moons
+from ima.data.npz_files import medmnist, npz, pathmnist
 from ima.registry import Registry
 
 __all__ = ["DATASETS", "SPLITS", "build_dataset"]
@@ -24,6 +29,14 @@ SPLITS = ("train", "val", "test")
 DATASETS = Registry("dataset")
 DATASETS.register("moons")(moons)
 DATASETS.register("digits")(digits)
+DATASETS.register("fashion_mnist")(fashion_mnist)
+DATASETS.register("svhn")(svhn)
+DATASETS.register("cifar10")(cifar10)
+DATASETS.register("covid_ct")(covid_ct)
+DATASETS.register("medmnist")(medmnist)
+DATASETS.register("pathmnist")(pathmnist)
+DATASETS.register("image_folder")(image_folder)
+DATASETS.register("npz")(npz)
 
 
 def build_dataset(name: str, split: str, **kwargs: Any) -> Dataset:

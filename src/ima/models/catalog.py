@@ -8,7 +8,10 @@ from typing import Any
 from torch import nn
 
 from ima.models.mlp import moons_mlp
+from ima.models.paper_cnns import fashion_cnn, svhn_cnn
+from ima.models.resnet import resnet18_in
 from ima.models.small_cnn import digits_cnn
+from ima.models.wrn import wide_resnet, wrn_28_4
 from ima.registry import Registry
 
 __all__ = ["MODELS", "build_model"]
@@ -18,6 +21,11 @@ logger = logging.getLogger(__name__)
 MODELS = Registry("model")
 MODELS.register("moons_mlp")(moons_mlp)
 MODELS.register("digits_cnn")(digits_cnn)
+MODELS.register("fashion_cnn")(fashion_cnn)
+MODELS.register("svhn_cnn")(svhn_cnn)
+MODELS.register("wide_resnet")(wide_resnet)
+MODELS.register("wrn_28_4")(wrn_28_4)
+MODELS.register("resnet18_in")(resnet18_in)
 
 
 def build_model(name: str, **kwargs: Any) -> nn.Module:
