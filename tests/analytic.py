@@ -66,3 +66,50 @@ class RowCounter(torch.nn.Module):
     def forward(self, x):
         self.rows += x.shape[0]
         return self.model(x)
+
+
+class ThresholdConv(torch.nn.Module):
+    """Segmentation by a 1x1 convolution: logits ``(-f/2, f/2)`` per pixel with
+    ``f = w (x - 0.5)``, so pixel p is foreground iff ``x_p > 0.5``.
+
+    Under the segmentation margin loss (mean over pixels of ``z_other - z_true``) the input
+    gradient is the same everywhere: ``-w/N`` on true-foreground pixels, ``+w/N`` on
+    true-background ones, so PGD without a random start walks a straight ray.
+    """
+
+    def __init__(self, w: float = 10.0):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 2, kernel_size=1)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.tensor([-w / 2, w / 2]).reshape(2, 1, 1, 1))
+            self.conv.bias.copy_(torch.tensor([w / 4, -w / 4]))
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+#: the segmentation problem's foreground pixels lie at 0.5 + gap, background at 0.5 - gap
+SEG_FG_GAPS = [0.02 * k for k in range(1, 11)]
+SEG_BG_GAPS = [0.02 * k + 0.01 for k in range(1, 11)]
+SEG_PIXELS = 20
+
+
+def segmentation_problem():
+    """``(model, x (1, 1, 4, 5), y (1, 4, 5), d)`` in float64: the truth is the model's own
+    segmentation (Dice 1), and ``d = (-1 on foreground, +1 on background) / sqrt(N)`` is
+    the unit direction every margin-loss PGD step takes (pixels move towards the other
+    class by ``t / sqrt(N)`` at distance ``t``)."""
+    values = [0.5 + g for g in SEG_FG_GAPS] + [0.5 - g for g in SEG_BG_GAPS]
+    order = torch.randperm(SEG_PIXELS, generator=torch.Generator().manual_seed(0))
+    x = torch.tensor(values, dtype=torch.float64)[order].reshape(1, 1, 4, 5)
+    y = torch.tensor([1] * 10 + [0] * 10)[order].reshape(1, 4, 5)
+    d = (1 - 2 * y).double().reshape(1, 1, 4, 5) / SEG_PIXELS**0.5
+    return ThresholdConv().double(), x, y, d
+
+
+def dice_at_shift(s: float) -> float:
+    """Exact Dice of :func:`segmentation_problem` after every pixel moved by ``s`` towards
+    the other class."""
+    tp = sum(g > s for g in SEG_FG_GAPS)
+    fp = sum(g < s for g in SEG_BG_GAPS)
+    return 2 * tp / (2 * tp + fp + (10 - tp))

@@ -1,13 +1,13 @@
 """ima: Increasing-Margin Adversarial (IMA) training and robustness evaluation for PyTorch."""
 
 from . import lp
-from .attacks import AttackResult, bpgd, ddn, pgd
+from .attacks import AttackResult, bpgd, ddn, pgd, spsa
 from .config import load_config, resolve_config
 from .evaluation import EvaluationResult, evaluate
 from .margins import MarginStore
 from .methods import METHODS, Method, StepOutput, build_method
 from .runs import Run, load_run
-from .tasks import ClassificationTask, Task
+from .tasks import ClassificationTask, SegmentationTask, Task, adi, tvdi
 from .training import train
 
 __version__ = "0.1.0"
@@ -20,9 +20,11 @@ __all__ = [
     "MarginStore",
     "Method",
     "Run",
+    "SegmentationTask",
     "StepOutput",
     "Task",
     "__version__",
+    "adi",
     "bpgd",
     "build_method",
     "ddn",
@@ -32,5 +34,7 @@ __all__ = [
     "lp",
     "pgd",
     "resolve_config",
+    "spsa",
     "train",
+    "tvdi",
 ]

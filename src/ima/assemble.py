@@ -8,8 +8,16 @@ from .config import method_hyperparameters
 from .data import build_dataset
 from .methods import build_method
 from .models import build_model
+from .tasks import get_task
 
-__all__ = ["data_bounds", "make_dataset", "make_method", "make_model", "make_optimizer"]
+__all__ = [
+    "data_bounds",
+    "data_task",
+    "make_dataset",
+    "make_method",
+    "make_model",
+    "make_optimizer",
+]
 
 _DATA_KEYS = ("name", "batch_size", "eval_batch_size", "num_workers")
 
@@ -26,6 +34,12 @@ def data_bounds(dataset):
     return getattr(dataset, "bounds", (0.0, 1.0))
 
 
+def data_task(dataset):
+    """What "correct" and "loss" mean for the dataset: its ``task`` attribute (a
+    segmentation dataset declares a ``SegmentationTask``); classification without it."""
+    return get_task(getattr(dataset, "task", None))
+
+
 def make_model(config: dict) -> torch.nn.Module:
     model = config["model"]
     return build_model(model["name"], **{k: v for k, v in model.items() if k != "name"})
@@ -37,6 +51,7 @@ def make_method(config: dict, train_set):
         num_samples=len(train_set),
         epochs=config["train"]["epochs"],
         bounds=data_bounds(train_set),
+        task=data_task(train_set),
         **method_hyperparameters(config),
     )
 
@@ -61,6 +76,12 @@ def make_optimizer(config: dict, model: torch.nn.Module):
     elif o["schedule"] == "cosine":
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
             optimizer, T_max=config["train"]["epochs"], eta_min=o["min_lr"]
+        )
+    elif o["schedule"] == "poly":
+        # nnU-Net's schedule: lr * (1 - epoch / epochs) ** 0.9
+        epochs = config["train"]["epochs"]
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda epoch: (1 - min(epoch, epochs) / epochs) ** 0.9
         )
     else:
         scheduler = None

@@ -8,6 +8,7 @@ import os
 import sys
 
 from . import __version__
+from .protocols import ATTACKS
 
 __all__ = ["main"]
 
@@ -39,13 +40,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_train)
 
-    p = commands.add_parser("evaluate", help="100-PGD robustness curve of a trained run")
+    p = commands.add_parser("evaluate", help="robustness curve of a trained run (100-PGD, "
+                            "SPSA, white noise, AutoAttack, minimal norms)")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--eps", help="comma-separated noise levels (default: the config's eval.eps)")
     p.add_argument("--norm", choices=("l2", "linf"), help="default: the config's eval.norm")
-    p.add_argument("--steps", type=int, help="PGD iterations (default: eval.steps, 100)")
+    p.add_argument("--attack", choices=ATTACKS, help="pgd: the paper's 100-PGD (default: "
+                   "eval.attack); spsa: black-box SPSA (appendix H.2); uniform-noise, "
+                   "gaussian-noise: random noise; autoattack: AutoAttack through the "
+                   "Adversarial Robustness Toolbox (pip install 'ima[autoattack]'); ddn-min, "
+                   "bpgd-min: per-sample minimal adversarial norms (DDN, or BPGD with a "
+                   "doubling budget) and the curve read off them")
+    p.add_argument("--steps", type=int, help="attack iterations (default: eval.steps for the "
+                   "config's attack, else the attack's own: 100, bpgd-min 20)")
     p.add_argument("--split", choices=("train", "val", "test"), help="default: eval.split")
     p.add_argument("--max-samples", type=int, help="evaluate the first N samples only")
+    p.add_argument("--per-class", type=int, metavar="K", help="evaluate the first K samples "
+                   "of each class only (default 10 for spsa, as appendix H.2; else all)")
+    p.add_argument("--draws", type=int, help="noise draws per sample and level (default 10; "
+                   "the worst draw counts)")
+    p.add_argument("--spsa-samples", type=int, help="SPSA direction pairs per gradient "
+                   "estimate (default 2048)")
+    p.add_argument("--query-batch", type=int, help="most SPSA queries per forward pass "
+                   "(default 4096; bounds memory)")
+    p.add_argument("--no-checks", action="store_true", help="skip the sanity checks")
+    p.add_argument("--check-samples", type=int, default=100, help="samples the sanity checks "
+                   "attack again (default 100)")
     p.add_argument("--epoch", type=int, help="evaluate the checkpoint saved after this epoch")
     p.add_argument("--batch-size", type=int, help="default: data.eval_batch_size")
     p.add_argument("--seed", type=int, default=0, help="seed of the random starts")
@@ -56,10 +76,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("report", help="table of evaluation results of several runs")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--eval", default="pgd-l2-test", help="result name under eval/ "
-                   "(default pgd-l2-test)")
+                   "(default pgd-l2-test); several, comma-separated, give one row per run "
+                   "and result, e.g. pgd-l2-test,ddn-min-l2-test")
+    p.add_argument("--metric", choices=("accuracy", "tvdi", "adi"), default="accuracy",
+                   help="what the table shows: accuracy (default), or for segmentation "
+                   "the total voxel Dice index (tvdi) or average Dice index (adi)")
     p.add_argument("--csv", metavar="FILE", help="also write the table as CSV")
     p.add_argument("--markdown", metavar="FILE", help="also write the table as Markdown")
+    p.add_argument("--ci", action="store_true", help="accuracy cells as 'acc [lo, hi]' with "
+                   "the Wilson 95%% interval")
+    p.add_argument("--html", metavar="FILE", help="also write a self-contained HTML page "
+                   "with the table and figures")
     p.set_defaults(func=_report)
+    _add_analysis_commands(commands)
     return parser
 
 
@@ -73,7 +102,7 @@ def _parse_eps(text: str) -> list[float]:
 def _evaluate(args) -> int:
     import torch
 
-    from .evaluation import evaluate, result_path
+    from .evaluation import EvaluationResult, evaluate, result_path
     from .report import robustness_table
     from .runs import load_run
 
@@ -82,21 +111,58 @@ def _evaluate(args) -> int:
     run = load_run(args.run_dir, epoch=args.epoch)
     e = run.config["eval"]
     split = args.split or e["split"]
+    attack = args.attack or e["attack"]
+    per_class = args.per_class
+    if per_class is None and attack == "spsa" and args.max_samples is None:
+        per_class = 10
+    options = {}
+    for flag, key, attacks in (("draws", "draws", ("uniform-noise", "gaussian-noise")),
+                               ("spsa_samples", "n_samples", ("spsa",)),
+                               ("query_batch", "query_batch", ("spsa",))):
+        value = getattr(args, flag)
+        if value is not None:
+            if attack not in attacks:
+                raise UsageError(f"--{flag.replace('_', '-')} applies to --attack "
+                                 f"{' or '.join(attacks)} only")
+            options[key] = value
+    references = {}
+    for path in sorted((run.dir / "eval").glob("*.json")):
+        try:
+            references[path.name] = EvaluationResult.load(path)
+        except (ValueError, TypeError) as err:
+            logging.getLogger(__name__).debug("skipping %s: %s", path, err)
     result = evaluate(
         run.model, run.dataset(split),
         eps=_parse_eps(args.eps) if args.eps else e["eps"],
         norm=args.norm or e["norm"],
-        steps=args.steps or e["steps"],
+        attack=attack,
+        steps=args.steps or (e["steps"] if attack == e["attack"] else None),
         split_name=split,
-        max_samples=args.max_samples or e["max_samples"],
+        max_samples=args.max_samples or (None if per_class else e["max_samples"]),
+        per_class=per_class,
+        options=options,
         batch_size=args.batch_size or run.config["data"]["eval_batch_size"],
         seed=args.seed,
         task=run.method.task,
         progress=not args.no_progress,
+        checks=not args.no_checks,
+        check_samples=args.check_samples,
+        references=references,
     )
     path = result_path(run.dir, result)
     result.save(path)
-    print(robustness_table([(run.dir.resolve().name, result)]).to_markdown())
+    labelled = [(run.dir.resolve().name, result)]
+    print(robustness_table(labelled).to_markdown())
+    if result.tvdi is not None:
+        for metric in ("tvdi", "adi"):
+            print(robustness_table(labelled, metric=metric).to_markdown())
+    if result.per_class_accuracy:
+        from .report import clinical_table
+
+        print(clinical_table(*labelled[0]).to_markdown())
+    for check in result.checks:
+        verdict = {True: "passed", False: "FAILED", None: "skipped"}[check["passed"]]
+        print(f"check {check['name']}: {verdict}: {check['detail']}")
     print(f"wrote {path} ({result.time_s:.1f} s)")
     return 0
 
@@ -106,12 +172,24 @@ def _report(args) -> int:
 
     from .report import load_results, robustness_table
 
-    table = robustness_table(load_results(args.run_dirs, args.eval))
+    names = [name.strip() for name in args.eval.split(",") if name.strip()]
+    results = []
+    for name in names:
+        for label, result in load_results(args.run_dirs, name):
+            results.append((label if len(names) == 1 else f"{label} {name}", result))
+    table = robustness_table(results, metric=args.metric, ci=args.ci)
     print(table.to_markdown())
     if args.csv:
         Path(args.csv).write_text(table.to_csv())
     if args.markdown:
         Path(args.markdown).write_text(table.to_markdown())
+    if args.html:
+        from .report import html_report
+
+        page = html_report(args.run_dirs, names[0], metric=args.metric, table=table)
+        Path(args.html).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.html).write_text(page)
+        print(f"wrote {args.html}")
     return 0
 
 
@@ -139,6 +217,235 @@ def _train(args) -> int:
     return 0
 
 
+# --- analyses and figures (plot, select, suggest-eps, export) ---------------------------
+
+
+def _add_analysis_commands(commands) -> None:
+    p = commands.add_parser("plot", help="figures of trained runs (PNG and PDF)")
+    kinds = p.add_subparsers(dest="figure", metavar="FIGURE", required=True)
+    out_help = ("figure file; PNG and PDF are both written (default: RUN_DIR/figures/"
+                "NAME.png for one run, NAME.png in the current folder for several)")
+
+    q = kinds.add_parser("boundary", help="decision boundaries of 2-D models (Fig. 6) and "
+                         "their distance from the Bayes-optimal boundary (Moons)")
+    q.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    q.add_argument("--out", metavar="FILE", help=out_help)
+    q.add_argument("--split", choices=("train", "val", "test"), default="test")
+    q.add_argument("--resolution", type=int, default=200, help="grid points per axis")
+    q.add_argument("--epoch", type=int, help="use the checkpoint saved after this epoch")
+    q.set_defaults(func=_plot_boundary)
+
+    q = kinds.add_parser("margins", help="histograms of the margins estimated by IMA/MMA "
+                         "(Fig. 7, 10)")
+    q.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    q.add_argument("--out", metavar="FILE", help=out_help)
+    q.add_argument("--bins", type=int, default=40)
+    q.add_argument("--overlay", action="store_true", help="all runs on one axis")
+    q.add_argument("--epoch", type=int, help="use the checkpoint saved after this epoch")
+    q.set_defaults(func=_plot_margins)
+
+    q = kinds.add_parser("curves", help="training/validation accuracy and margins against "
+                         "epoch (Fig. 8, 9)")
+    q.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    q.add_argument("--out", metavar="FILE", help=out_help)
+    q.set_defaults(func=_plot_curves)
+
+    q = kinds.add_parser("noise", help="accuracy against noise level of several runs")
+    q.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    q.add_argument("--eval", default="pgd-l2-test", help="result name under eval/ "
+                   "(default pgd-l2-test)")
+    q.add_argument("--out", metavar="FILE", help=out_help)
+    q.set_defaults(func=_plot_noise)
+
+    q = kinds.add_parser("samples", help="clean and 100-PGD adversarial images with their "
+                         "predicted labels (Fig. 1, 15)")
+    q.add_argument("run_dir", metavar="RUN_DIR")
+    q.add_argument("--eps", help="comma-separated noise levels (default: eval.eps)")
+    q.add_argument("--n", type=int, default=8, help="number of images (rows)")
+    q.add_argument("--steps", type=int, default=100, help="PGD iterations (default 100)")
+    q.add_argument("--norm", choices=("l2", "linf"), help="default: the config's eval.norm")
+    q.add_argument("--split", choices=("train", "val", "test"), default="test")
+    q.add_argument("--seed", type=int, default=0, help="seed of the random starts")
+    q.add_argument("--epoch", type=int, help="use the checkpoint saved after this epoch")
+    q.add_argument("--threads", type=int, help="number of torch threads")
+    q.add_argument("--out", metavar="FILE", help=out_help)
+    q.set_defaults(func=_plot_samples)
+
+    p = commands.add_parser("select", help="choose the checkpoint with the largest margins "
+                            "whose validation accuracy meets a threshold (appendix C.2)")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--min-val-acc", type=float, required=True, metavar="FRACTION",
+                   help="least clean validation accuracy, e.g. 0.9")
+    p.add_argument("--eps", help="comma-separated noise levels (default: eval.eps)")
+    p.add_argument("--norm", choices=("l2", "linf"), help="default: the config's eval.norm")
+    p.add_argument("--steps", type=int, help="PGD iterations (default: eval.steps, 100)")
+    p.add_argument("--split", choices=("train", "val", "test"), default="test",
+                   help="split the checkpoints are attacked on (default test; val gives "
+                   "appendix H.1's tables)")
+    p.add_argument("--max-samples", type=int, help="evaluate the first N samples only")
+    p.add_argument("--batch-size", type=int, help="default: data.eval_batch_size")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random starts")
+    p.add_argument("--no-reuse", action="store_true",
+                   help="re-evaluate checkpoints even if results with the same settings exist")
+    p.add_argument("--threads", type=int, help="number of torch threads")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=_select)
+
+    p = commands.add_parser("suggest-eps", help="a noise level for vanilla adversarial "
+                            "training from IMA's margins (appendix C.3)")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--quantile", type=float, default=0.25,
+                   help="quantile of the margins (default 0.25: 75%% of the samples have a "
+                   "larger margin)")
+    p.add_argument("--epoch", type=int, help="use the checkpoint saved after this epoch")
+    p.set_defaults(func=_suggest_eps)
+
+    p = commands.add_parser("export", help="write the trained model for deployment and check "
+                            "it against the original")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--format", choices=("torchscript", "onnx", "export"),
+                   default="torchscript", help="torchscript (default), onnx (needs "
+                   "`pip install 'ima[onnx]'`) or export (torch.export .pt2)")
+    p.add_argument("--out", metavar="FILE", help="default: RUN_DIR/export/model-epoch-NNN.*")
+    p.add_argument("--epoch", type=int, help="export the checkpoint saved after this epoch")
+    p.add_argument("--n-check", type=int, default=16, help="test inputs to compare on")
+    p.add_argument("--atol", type=float, default=1e-4, help="absolute tolerance")
+    p.add_argument("--rtol", type=float, default=1e-4,
+                   help="tolerance relative to the largest output")
+    p.set_defaults(func=_export)
+
+
+def _figure_out(args, name: str):
+    from pathlib import Path
+
+    if args.out:
+        return Path(args.out)
+    dirs = getattr(args, "run_dirs", None) or [args.run_dir]
+    return Path(dirs[0]) / "figures" / name if len(dirs) == 1 else Path(name)
+
+
+def _save(fig, args, name: str) -> None:
+    from .plots import save_figure
+
+    for path in save_figure(fig, _figure_out(args, name)):
+        print(f"wrote {path}")
+
+
+def _plot_boundary(args) -> int:
+    from .plots import plot_boundaries
+
+    fig, comparisons = plot_boundaries(args.run_dirs, split=args.split,
+                                       resolution=args.resolution, epoch=args.epoch)
+    for run_dir, c in zip(args.run_dirs, comparisons, strict=True):
+        if c is None:
+            print(f"{run_dir}: no Bayes reference (not Moons data)")
+        else:
+            print(f"{run_dir}: mean distance to the Bayes boundary {c.mean_distance:.4f} "
+                  f"(model->Bayes {c.model_to_reference:.4f}, Bayes->model "
+                  f"{c.reference_to_model:.4f}, max {c.hausdorff:.4f}); disagreement "
+                  f"{100 * c.disagreement:.2f}% of the data's bounding box")
+    _save(fig, args, "boundary")
+    return 0
+
+
+def _plot_margins(args) -> int:
+    from .plots import plot_margins
+
+    _save(plot_margins(args.run_dirs, bins=args.bins, overlay=args.overlay,
+                       epoch=args.epoch), args, "margins")
+    return 0
+
+
+def _plot_curves(args) -> int:
+    from .plots import plot_curves
+
+    _save(plot_curves(args.run_dirs), args, "curves")
+    return 0
+
+
+def _plot_noise(args) -> int:
+    from .plots import plot_noise
+
+    _save(plot_noise(args.run_dirs, args.eval), args, "noise")
+    return 0
+
+
+def _plot_samples(args) -> int:
+    import torch
+
+    from .plots import plot_samples
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    fig = plot_samples(args.run_dir, eps=_parse_eps(args.eps) if args.eps else None,
+                       n=args.n, steps=args.steps, split=args.split, norm=args.norm,
+                       seed=args.seed, epoch=args.epoch)
+    _save(fig, args, "samples")
+    return 0
+
+
+def _select(args) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from .analysis import (
+        checkpoint_epochs,
+        epoch_table,
+        eps_max_table,
+        evaluate_checkpoints,
+        select_checkpoint,
+    )
+    from .runs import read_config, read_metrics
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    run_dir = Path(args.run_dir)
+    config, metrics = read_config(run_dir), read_metrics(run_dir)
+    selection = select_checkpoint(metrics, checkpoint_epochs(run_dir),
+                                  min_val_acc=args.min_val_acc)
+    results = evaluate_checkpoints(
+        run_dir, eps=_parse_eps(args.eps) if args.eps else None, norm=args.norm,
+        steps=args.steps, split=args.split, max_samples=args.max_samples,
+        batch_size=args.batch_size, seed=args.seed, reuse=not args.no_reuse,
+        progress=not args.no_progress,
+    )
+    tables = [eps_max_table(config, results, metrics, selection), epoch_table(results)]
+    verdict = ("chosen: " if selection.epoch is not None else "none chosen: ") + selection.reason
+    text = "\n".join(t.to_markdown() for t in tables) + f"\n{verdict}\n"
+    print(text)
+    base = run_dir / "eval" / f"select-{args.split}"
+    base.with_suffix(".md").write_text(text)
+    base.with_suffix(".csv").write_text(tables[0].to_csv())
+    Path(f"{base}-epochs.csv").write_text(tables[1].to_csv())
+    print(f"wrote {base}.md, {base}.csv and {base}-epochs.csv")
+    return 0 if selection.epoch is not None else 1
+
+
+def _suggest_eps(args) -> int:
+    from .analysis import run_margins, suggest_eps
+    from .runs import load_run
+
+    run = load_run(args.run_dir, epoch=args.epoch)
+    margins, eps_max, method = run_margins(run)
+    if method != "ima":
+        print(f"note: {args.run_dir} was trained with {method}, not ima; its margins may be "
+              "overestimated (Fig. 7)")
+    suggestion = suggest_eps(margins, quantile=args.quantile, eps_max=eps_max, method=method)
+    print(f"{args.run_dir} (epoch {run.epoch}):")
+    print(suggestion.summary())
+    return 0
+
+
+def _export(args) -> int:
+    from .deployment import export_model
+
+    result = export_model(args.run_dir, format=args.format, path=args.out, epoch=args.epoch,
+                          n_check=args.n_check, atol=args.atol, rtol=args.rtol)
+    print(result.summary())
+    return 0
+
+
 class UsageError(Exception):
     """A command-line mistake: reported as one line, exit status 2."""
 
@@ -162,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except UsageError as err:
         parser.error(str(err))
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as err:
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, ImportError) as err:
         if args.verbose:
             raise
         print(f"ima {args.command}: error: {err}", file=sys.stderr)

@@ -56,6 +56,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "threads": None,
         "device": "auto",
         "val_split": "val",
+        "iterations_per_epoch": None,
     },
     "eval": {
         "attack": "pgd",
@@ -68,7 +69,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULES = ("none", "step", "cosine")
+SCHEDULES = ("none", "step", "cosine", "poly")
 
 
 def load_config(path, overrides: list[str] | tuple[str, ...] = ()) -> dict:
@@ -161,6 +162,8 @@ def resolve_config(raw: dict) -> dict:
     if train["threads"] is not None:
         check_int("train.threads", train["threads"], low=1)
     check_choice("train.val_split", train["val_split"], ("val", "test", None))
+    if train["iterations_per_epoch"] is not None:
+        check_int("train.iterations_per_epoch", train["iterations_per_epoch"], low=1)
 
     optim = _fixed("optim", sections["optim"])
     check_choice("optim.name", optim["name"], OPTIMIZERS)

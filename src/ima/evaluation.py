@@ -7,6 +7,22 @@ correctly on clean data and neither run finds an adversarial point (worst case p
 sample). A point adversarial at some ``eps`` lies in every larger ball, so a sample fooled
 at a smaller level is counted as fooled at all larger levels without being attacked
 again. Accuracy is over all samples of the split, or over its first ``max_samples``.
+
+Segmentation (a :class:`~ima.tasks.SegmentationTask`: correct means Dice above its
+threshold) also gets the overlap metrics of appendix I at every level, TVDI and ADI.
+There each PGD run goes its full ``steps`` on every sample (a Dice can always drop
+further); a sample counts as fooled by a run if any iterate was wrong, which is what the
+early-stopped run would find, and the point whose Dice is scored is, per sample, the
+last iterate with the lowest Dice over the runs of every loss at this and every smaller
+level (all lie inside the ball).
+
+Other attacks (``attack=``; :mod:`ima.protocols` defines each): the black-box ``spsa``
+(appendix H.2), white noise (``uniform-noise``, ``gaussian-noise``), ``autoattack``
+(optional extra) and the minimal-norm curves ``ddn-min`` and ``bpgd-min`` (per-sample
+radii in the result). ``per_class=k`` evaluates the first ``k`` samples of each class, as
+appendix H.2 does for SPSA. Every result also holds Wilson 95 % intervals of its
+accuracies and, for classification, per-class accuracies (sensitivity and specificity for
+binary models), and, unless ``checks=False``, the sanity checks of :mod:`ima.sanity`.
 """
 
 from __future__ import annotations
@@ -21,13 +37,24 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from . import lp
+from . import lp, sanity
 from .attacks import pgd
+from .attacks.external import INSTALL_HINT, have_art
 from .checks import check_bounds, check_int, check_real
 from .modes import eval_mode
-from .tasks import Task, get_task
+from .protocols import Setting, get_protocol
+from .stats import successes, wilson_interval
+from .tasks import SegmentationTask, adi, dice_from_counts, get_task, tvdi
 
-__all__ = ["SCHEMA_VERSION", "EvaluationResult", "auc", "evaluate", "result_path"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "AttackedSegmentation",
+    "EvaluationResult",
+    "auc",
+    "evaluate",
+    "result_path",
+    "segment_under_attack",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +93,22 @@ class EvaluationResult:
     ``accuracy[i]`` is the fraction of the ``n_samples`` evaluated samples that are robust
     at ``eps[i]`` against every loss; ``accuracy_per_loss[loss][i]`` the same against that
     loss alone; ``robust[i][j]`` whether sample ``j`` is robust at ``eps[i]``.
+    Segmentation results also hold ``tvdi[i]`` and ``adi[i]`` (appendix I, fractions) and
+    ``dice[i][j]``, sample ``j``'s Dice at ``eps[i]``; they are None for classification.
+
+    Optional fields (absent from older files of the same schema version, read as their
+    defaults): ``indices``, the samples' positions in the split when they are not its
+    first ``n_samples`` (``per_class`` subsets); ``labels``, the class labels
+    (classification); ``radii[j]``, sample ``j``'s minimal adversarial norm found by a
+    minimal-norm attack (0 for a misclassified clean sample, None where none was found);
+    ``accuracy_ci[i]``, the Wilson 95 % interval ``[lo, hi]`` of ``accuracy[i]``;
+    ``per_class_accuracy[c][i]`` and ``per_class_accuracy_ci[c][i]`` for each class ``c``
+    (a string key) present, with ``class_counts[c]`` samples; for binary models
+    ``positive_class`` (1), ``sensitivity`` (accuracy on the positives) and
+    ``specificity`` (on the negatives), each with its ``_ci``; ``extra``, attack-specific
+    curves (white noise: ``accuracy_average``, the mean over draws); ``checks``, the
+    sanity checks ``{"name", "passed", "detail"}`` (:mod:`ima.sanity`; ``passed`` None:
+    not applicable).
     """
 
     attack: str
@@ -81,7 +124,36 @@ class EvaluationResult:
     auc: float
     robust: list[list[bool]] = field(repr=False)
     time_s: float = 0.0
+    tvdi: list[float] | None = None
+    adi: list[float] | None = None
+    dice: list[list[float]] | None = field(default=None, repr=False)
+    indices: list[int] | None = field(default=None, repr=False)
+    labels: list[int] | None = field(default=None, repr=False)
+    radii: list[float | None] | None = field(default=None, repr=False)
+    accuracy_ci: list[list[float]] | None = None
+    per_class_accuracy: dict[str, list[float]] | None = None
+    per_class_accuracy_ci: dict[str, list[list[float]]] | None = field(default=None, repr=False)
+    class_counts: dict[str, int] | None = None
+    positive_class: int | None = None
+    sensitivity: list[float] | None = None
+    sensitivity_ci: list[list[float]] | None = field(default=None, repr=False)
+    specificity: list[float] | None = None
+    specificity_ci: list[list[float]] | None = field(default=None, repr=False)
+    extra: dict = field(default_factory=dict)
+    checks: list[dict] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
+
+    def intervals(self) -> list[list[float]]:
+        """Wilson 95 % intervals of ``accuracy``: the stored ones, or, for files written
+        before they were stored, computed from ``accuracy`` and ``n_samples``."""
+        if self.accuracy_ci is not None:
+            return self.accuracy_ci
+        return [list(wilson_interval(successes(a, self.n_samples), self.n_samples))
+                for a in self.accuracy]
+
+    def failed_checks(self) -> list[dict]:
+        """The sanity checks that failed."""
+        return [c for c in self.checks if c.get("passed") is False]
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -95,7 +167,11 @@ class EvaluationResult:
                 f"{SCHEMA_VERSION}"
             )
         names = {f.name for f in dataclasses.fields(cls)}
-        missing = names - set(data) - {"time_s"}
+        optional = {
+            f.name for f in dataclasses.fields(cls)
+            if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+        }
+        missing = names - set(data) - optional
         if missing:
             raise ValueError(f"evaluation result lacks field(s) {', '.join(sorted(missing))}")
         return cls(**{k: v for k, v in data.items() if k in names})
@@ -146,39 +222,80 @@ def evaluate(
     eps,
     norm: str = "l2",
     attack: str = "pgd",
-    steps: int = 100,
-    losses=LOSSES,
+    steps: int | None = None,
+    losses=None,
     random_start: bool = True,
     bounds="auto",
     split_name: str | None = None,
     max_samples: int | None = None,
     batch_size: int = 512,
     seed: int = 0,
-    task: Task | None = None,
+    task="auto",
     progress: bool = False,
+    per_class: int | None = None,
+    options: dict | None = None,
+    checks: bool = True,
+    check_samples: int = 100,
+    references=(),
 ) -> EvaluationResult:
-    """Accuracy of ``model`` under 100-PGD at each noise level of ``eps`` (L2 or Linf).
+    """Accuracy of ``model`` under an attack (100-PGD by default) at each noise level of
+    ``eps`` (L2 or Linf).
 
     data: a Dataset or an iterable of batches yielding ``(x, y)`` or ``(x, y, index)``.
     eps: list of absolute perturbation norms; 0 (clean accuracy) is added if missing and
     the list is sorted. bounds: the valid input range; ``"auto"`` reads ``data.bounds``
     (or ``data.dataset.bounds``), defaulting to ``(0, 1)``; None = unbounded.
     max_samples: evaluate the first ``max_samples`` samples only (recorded as the subset).
+    losses: the losses of the PGD runs; None is the task's ``attack_losses`` (cross-entropy
+    and margin; nnU-Net's Dice + cross-entropy and margin for segmentation). task:
+    ``"auto"`` reads ``data.task`` (or ``data.dataset.task``) like bounds, defaulting to
+    classification; None is classification.
     The model's mode and parameters are left as they were; results are reproducible
     for a given ``seed`` (the random starts).
+
+    attack: ``"pgd"`` (the paper's 100-PGD), ``"spsa"``, ``"uniform-noise"``,
+    ``"gaussian-noise"``, ``"autoattack"``, ``"ddn-min"`` or ``"bpgd-min"`` (see
+    :mod:`ima.protocols`); steps: the attack's iterations, None for its default (100;
+    ``bpgd-min`` 20); options: the attack's own settings, e.g. ``{"n_samples": 2048}``
+    for SPSA or ``{"draws": 10}`` for noise (unknown keys are errors).
+    per_class: evaluate the first ``per_class`` samples of each class only (appendix H.2:
+    10 per class for SPSA; classification only; not with ``max_samples``).
+    checks: run the sanity checks of :mod:`ima.sanity` on the first ``check_samples``
+    evaluated samples and record them in ``result.checks`` (a failed one is logged as a
+    warning); references: results of other attacks on the same data (a sequence, or a
+    mapping from a label such as the file name to a result) for the white-box versus
+    black-box check.
     """
-    if attack != "pgd":
-        raise ValueError(f"attack must be 'pgd', got {attack!r}")
+    protocol = get_protocol(attack)
     lp.check_norm(norm)
-    check_int("steps", steps, low=1)
+    if norm not in protocol.norms:
+        raise ValueError(
+            f"attack {attack!r} supports norm {', '.join(map(repr, protocol.norms))}, "
+            f"got {norm!r}"
+        )
+    if steps is None:
+        steps = protocol.default_steps
+    elif protocol.default_steps is None:
+        steps = None  # an attack without iterations (white noise) ignores steps
+    if steps is not None:
+        check_int("steps", steps, low=1)
     check_int("batch_size", batch_size, low=1)
     check_int("seed", seed, low=0)
+    check_int("check_samples", check_samples, low=1)
     if max_samples is not None:
         check_int("max_samples", max_samples, low=1)
-    losses = tuple(losses)
+    if per_class is not None:
+        check_int("per_class", per_class, low=1)
+        if max_samples is not None:
+            raise ValueError("give max_samples or per_class, not both")
+    if attack == "autoattack" and not have_art():
+        raise ImportError(INSTALL_HINT)
+    if task == "auto":
+        task = getattr(getattr(data, "dataset", data), "task", None)
+    task = get_task(task)
+    losses = task.attack_losses if losses is None else tuple(losses)
     if not losses:
         raise ValueError("losses must name at least one loss")
-    task = get_task(task)
     for loss in losses:
         task.check_loss(loss)
     levels = sorted({check_real("eps", e, low=0.0) for e in (eps if _is_list(eps) else [eps])})
@@ -188,19 +305,35 @@ def evaluate(
         source = getattr(data, "dataset", data)
         bounds = getattr(source, "bounds", (0.0, 1.0))
     bounds = check_bounds(bounds)
+    setting = Setting(norm=norm, steps=steps, losses=losses, random_start=random_start,
+                      bounds=bounds, task=task, options=protocol.resolve(options, levels),
+                      batch_size=batch_size)
+    references = list(references.items()) if isinstance(references, dict) else [
+        (None, r) for r in references
+    ]
+    subset = None if max_samples is None else f"first {max_samples} samples"
+    indices = None
+    if per_class is not None:
+        data, indices = _first_per_class(data, per_class, batch_size)
+        subset = f"first {per_class} samples of each class"
 
     began = time.perf_counter()
     device = _model_device(model)
     generator_state = torch.get_rng_state()
     torch.manual_seed(seed)
     robust_chunks = []
-    per_loss_chunks = {loss: [] for loss in losses}
+    per_loss_chunks = {loss: [] for loss in losses} if attack == "pgd" else {}
+    label_chunks, radii_chunks, extra_chunks, kept = [], [], {}, []
+    num_classes = None
+    segmentation = isinstance(task, SegmentationTask)
+    overlap_chunks = []
     n = 0
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(desc="100-PGD" if steps == 100 else f"{steps}-PGD", unit="sample")
+        bar = tqdm(desc=(f"{steps}-PGD" if attack == "pgd" else protocol.title),
+                   unit="sample")
     try:
         with eval_mode(model):
             for x, y in _batches(data, batch_size):
@@ -209,14 +342,40 @@ def evaluate(
                 if max_samples is not None:
                     x, y = x[: max_samples - n], y[: max_samples - n]
                 x, y = x.to(device), y.to(device)
-                alive, per_loss = _robustness(model, x, y, levels, norm, steps, losses,
-                                              random_start, bounds, task)
+                if attack != "pgd":
+                    outcome = protocol.run(model, x, y, levels, setting)
+                    alive, per_loss = outcome.robust, outcome.per_loss
+                    if outcome.radii is not None:
+                        radii_chunks.append(outcome.radii)
+                    for key, value in outcome.extra.items():
+                        extra_chunks.setdefault(key, []).append(value)
+                elif segmentation:
+                    alive, per_loss, overlap = _segmentation_robustness(
+                        model, x, y, levels, norm, steps, losses, random_start, bounds, task
+                    )
+                    overlap_chunks.append(overlap)
+                else:
+                    alive, per_loss = _robustness(model, x, y, levels, norm, steps, losses,
+                                                  random_start, bounds, task)
                 robust_chunks.append(alive)
-                for loss in losses:
-                    per_loss_chunks[loss].append(per_loss[loss])
+                for loss, value in per_loss.items():
+                    per_loss_chunks.setdefault(loss, []).append(value)
+                if _class_labels(y):
+                    label_chunks.append(y.cpu())
+                    if num_classes is None:
+                        with torch.no_grad():
+                            num_classes = model(x[:1]).shape[1]
+                if checks and sum(len(c[1]) for c in kept) < check_samples:
+                    room = check_samples - sum(len(c[1]) for c in kept)
+                    kept.append((x[:room], y[:room]))
                 n += len(y)
                 if bar is not None:
                     bar.update(len(y))
+            robust = torch.cat(robust_chunks, dim=1) if robust_chunks else None
+            radii = torch.cat(radii_chunks) if radii_chunks else None
+            found = []
+            if checks and robust is not None:
+                found = _sanity(protocol, model, setting, levels, kept, robust, radii)
     finally:
         torch.set_rng_state(generator_state)
         if bar is not None:
@@ -224,32 +383,171 @@ def evaluate(
     if n == 0:
         raise ValueError("data holds no samples to evaluate")
 
-    robust = torch.cat(robust_chunks, dim=1)  # (levels, n)
-    accuracy = robust.float().mean(dim=1).tolist()
+    accuracy = robust.float().mean(dim=1).tolist()  # robust: (levels, n)
     per_loss = {
         k: torch.cat(v, dim=1).float().mean(dim=1).tolist() for k, v in per_loss_chunks.items()
     }
+    overlap = _overlap_metrics(overlap_chunks) if overlap_chunks else {}
     result = EvaluationResult(
         attack=attack,
         norm=norm,
         split=split_name,
         n_samples=n,
-        subset=None if max_samples is None else f"first {max_samples} samples",
+        subset=subset,
         seed=seed,
-        params={"steps": steps, "step_size": "eps/10", "random_start": random_start,
-                "losses": list(losses), "early_stop": True, "bounds": bounds and list(bounds)},
+        params=({"steps": steps, "step_size": "eps/10", "random_start": random_start,
+                 "losses": list(losses), "early_stop": not segmentation,
+                 "bounds": bounds and list(bounds)}
+                if attack == "pgd" else protocol.params(setting)),
         eps=levels,
         accuracy=accuracy,
         accuracy_per_loss=per_loss,
         auc=auc(levels, accuracy),
         robust=robust.tolist(),
         time_s=time.perf_counter() - began,
+        **overlap,
+        indices=indices,
+        radii=None if radii is None else [None if r != r else float(r) for r in radii.tolist()],
+        accuracy_ci=[list(wilson_interval(int(k), n)) for k in robust.sum(dim=1).tolist()],
+        extra={k: torch.cat(v, dim=1).float().mean(dim=1).tolist()
+               for k, v in extra_chunks.items()},
+        checks=found,
     )
+    if label_chunks and len(label_chunks) == len(robust_chunks):
+        labels = torch.cat(label_chunks)
+        result.labels = labels.tolist()
+        for key, value in _per_class(robust, labels, num_classes).items():
+            setattr(result, key, value)
+    if checks:
+        result.checks += _cross_checks(result, references)
     logger.info(
         "evaluated %d samples: %s", n,
         ", ".join(f"eps {e:g}: {a:.4f}" for e, a in zip(levels, accuracy, strict=True)),
     )
     return result
+
+
+def _class_labels(y: torch.Tensor) -> bool:
+    """Whether ``y`` holds one integer class label per sample (classification)."""
+    return y.dim() == 1 and not (y.dtype.is_floating_point or y.dtype == torch.bool)
+
+
+def _first_per_class(data, k: int, batch_size: int):
+    """The first ``k`` samples of each class of ``data``, in their order, as batches, and
+    their positions in ``data`` (appendix H.2's SPSA subset)."""
+    xs, ys, where = [], [], []
+    seen: dict[int, int] = {}
+    position = 0
+    for x, y in _batches(data, batch_size):
+        if not _class_labels(y):
+            raise ValueError("per_class needs one class label per sample (classification)")
+        for j, label in enumerate(y.tolist()):
+            if seen.get(label, 0) < k:
+                seen[label] = seen.get(label, 0) + 1
+                xs.append(x[j])
+                ys.append(y[j])
+                where.append(position + j)
+        position += len(y)
+    if not xs:
+        raise ValueError("data holds no samples to evaluate")
+    x, y = torch.stack(xs), torch.stack(ys)
+    batches = [(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(y), batch_size)]
+    return batches, where
+
+
+def _per_class(robust: torch.Tensor, labels: torch.Tensor, num_classes: int | None) -> dict:
+    """Per-class accuracies with Wilson intervals; sensitivity and specificity (accuracy on
+    class 1 and on class 0) for binary models."""
+    accuracy, intervals, counts = {}, {}, {}
+    for c in sorted(set(labels.tolist())):
+        mask = labels == c
+        total = int(mask.sum())
+        hits = robust[:, mask].sum(dim=1).tolist()
+        accuracy[str(c)] = [h / total for h in hits]
+        intervals[str(c)] = [list(wilson_interval(int(h), total)) for h in hits]
+        counts[str(c)] = total
+    out = {"per_class_accuracy": accuracy, "per_class_accuracy_ci": intervals,
+           "class_counts": counts}
+    if num_classes == 2:
+        out.update(positive_class=1, sensitivity=accuracy.get("1"),
+                   sensitivity_ci=intervals.get("1"), specificity=accuracy.get("0"),
+                   specificity_ci=intervals.get("0"))
+    return out
+
+
+def _sanity(protocol, model, setting, levels, kept, robust, radii) -> list[dict]:
+    """The monotone and unbounded checks of :mod:`ima.sanity` (model in eval mode)."""
+    x = torch.cat([c[0] for c in kept])
+    y = torch.cat([c[1] for c in kept])
+    sub = robust[:, : len(y)]
+    out = []
+    if protocol.minimal:
+        out.append(sanity.record(
+            "monotone", None, "accuracy read off per-sample radii never rises with eps"))
+        clean = robust[0]
+        missing = clean & torch.isnan(radii.to(torch.float64))
+        out.append(sanity.unbounded(
+            int(missing.sum()), int(clean.sum()),
+            f"clean-correct samples without a radius after {protocol.name}'s unbounded search",
+        ))
+        return out
+    if protocol.adversarial:
+        independent, revived = sub.clone(), 0
+        for j in range(2, len(levels)):
+            idx = (sub[0] & ~sub[j - 1]).nonzero().squeeze(1)
+            if idx.numel():
+                moved = idx.to(x.device)
+                fooled = protocol.fooled(model, x[moved], y[moved], levels[j], setting).cpu()
+                independent[j, idx[~fooled]] = True
+                revived += int((~fooled).sum())
+        out.append(sanity.monotone(levels, independent, revived=revived,
+                                   note=f"independent {protocol.name} runs per level"))
+    else:
+        out.append(sanity.monotone(levels, sub, note="noise drawn independently per level"))
+    idx = sub[0].nonzero().squeeze(1).to(x.device)
+    pgd_steps = setting.steps if protocol.name == "pgd" else 100
+    pgd_losses = setting.losses if protocol.name == "pgd" else setting.task.attack_losses
+    fooled = torch.zeros(0, dtype=torch.bool)
+    if idx.numel():
+        xs = x[idx]
+        big = sanity.farthest_eps(xs, setting.bounds, levels, setting.norm)
+        strong = dataclasses.replace(setting, steps=pgd_steps, losses=pgd_losses,
+                                     random_start=True, options={})
+        fooled = get_protocol("pgd").fooled(model, xs, y[idx], big, strong)
+    out.append(sanity.unbounded(
+        int((~fooled).sum()), int(idx.numel()),
+        f"{pgd_steps}-PGD with a budget that covers every valid input",
+    ))
+    return out
+
+
+def _cross_checks(result, references) -> list[dict]:
+    """White-box versus black-box checks against ``references`` ((label, result) pairs)."""
+    mine = result.attack
+    if mine in sanity.STRONG:
+        partners, what = sanity.WEAK, "SPSA or white-noise"
+    elif mine in sanity.WEAK:
+        partners, what = sanity.STRONG, "PGD or AutoAttack"
+    else:
+        return []
+    out = []
+    for label, other in references:
+        if other.attack not in partners or other.norm != result.norm or (
+            other.split != result.split
+        ):
+            continue
+        if mine in sanity.STRONG:
+            out.append(sanity.compare_attacks(result, other, label_weak=label or ""))
+        else:
+            out.append(sanity.compare_attacks(other, result, label_strong=label or ""))
+    if not out:
+        hint = "--attack spsa" if mine in sanity.STRONG else "--attack pgd"
+        out.append(sanity.record(
+            "whitebox_vs_blackbox", None,
+            f"no stored {what} result of norm {result.norm} and split {result.split} to "
+            f"compare with (run `ima evaluate RUN {hint} --norm {result.norm}`)",
+        ))
+    return out
 
 
 def _is_list(value) -> bool:
@@ -278,6 +576,132 @@ def _robustness(model, x, y, levels, norm, steps, losses, random_start, bounds, 
     per_loss = {loss: torch.stack(rows[loss]).cpu() for loss in losses}
     overall = torch.stack([per_loss[loss] for loss in losses]).all(dim=0)
     return overall, per_loss
+
+
+def _lowest_dice(model, x, y, eps, best, *, norm, steps, losses, random_start, bounds, task):
+    """Attack every sample at ``eps`` with each loss (full ``steps``, no early stop) and
+    keep, per sample, the point of lowest Dice. ``best``: ``(points, (tp, fp, fn), dice)``
+    so far; returns it updated, and per loss whether any iterate fooled the sample."""
+    points, counts, dice = best
+    fooled = {}
+    for loss in losses:
+        r = pgd(
+            model, x, y, eps=eps, norm=norm, steps=steps, step_size=eps / 10, loss=loss,
+            random_start=random_start, early_stop=False, bounds=bounds, task=task,
+        )
+        # correct_steps counts the correct iterates among the first `steps`; the last
+        # iterate is judged by success
+        fooled[loss] = r.success | (r.correct_steps < steps)
+        with torch.no_grad():
+            new_counts = task.counts(model(r.x), y)
+        new_dice = dice_from_counts(*new_counts)
+        worse = new_dice < dice
+        points = torch.where(lp.expand_as_batch(worse, points), r.x, points)
+        counts = tuple(
+            torch.where(worse[:, None], new, old) for new, old in zip(new_counts, counts,
+                                                                       strict=True)
+        )
+        dice = torch.where(worse, new_dice, dice)
+    return (points, counts, dice), fooled
+
+
+def _segmentation_robustness(model, x, y, levels, norm, steps, losses, random_start, bounds,
+                             task):
+    """As :func:`_robustness`, plus per level the pixel counts (3, B, K) and Dice (B,) of
+    each sample's lowest-Dice point (see the module docstring)."""
+    with torch.no_grad():
+        out = model(x)
+    task.check_target(out, y)
+    clean = task.correct(out, y)
+    counts = task.counts(out, y)
+    best = (x, counts, dice_from_counts(*counts))
+    alive = {loss: clean.clone() for loss in losses}
+    rows = {loss: [] for loss in losses}
+    overlap = []
+    for e in levels:
+        if e > 0:
+            best, fooled = _lowest_dice(
+                model, x, y, e, best, norm=norm, steps=steps, losses=losses,
+                random_start=random_start, bounds=bounds, task=task,
+            )
+            for loss in losses:
+                alive[loss] &= ~fooled[loss]
+        for loss in losses:
+            rows[loss].append(alive[loss].clone())
+        overlap.append((torch.stack(best[1]).cpu(), best[2].cpu()))
+    per_loss = {loss: torch.stack(rows[loss]).cpu() for loss in losses}
+    overall = torch.stack([per_loss[loss] for loss in losses]).all(dim=0)
+    return overall, per_loss, overlap
+
+
+def _overlap_metrics(chunks) -> dict:
+    """TVDI and ADI per level (appendix I) and per-sample Dice from the batches' overlaps."""
+    tvdis, adis, dice = [], [], []
+    for level in zip(*chunks, strict=True):
+        counts = torch.cat([c for c, _ in level], dim=1)  # (3, n, K)
+        level_dice = torch.cat([d for _, d in level])
+        tvdis.append(tvdi(*counts))
+        adis.append(adi(level_dice))
+        dice.append(level_dice.tolist())
+    return {"tvdi": tvdis, "adi": adis, "dice": dice}
+
+
+@dataclass
+class AttackedSegmentation:
+    """Segmentations under attack, for figures: ``x`` the input scored (N, C, H, W), the
+    clean input at eps 0; ``prediction`` the predicted label map (N, H, W); ``dice`` (N,)."""
+
+    x: torch.Tensor
+    prediction: torch.Tensor
+    dice: torch.Tensor
+
+
+def segment_under_attack(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    eps: float,
+    norm: str = "l2",
+    steps: int = 100,
+    losses=None,
+    random_start: bool = True,
+    bounds=(0.0, 1.0),
+    task: SegmentationTask | None = None,
+    seed: int = 0,
+) -> AttackedSegmentation:
+    """Each sample's lowest-Dice point under 100-PGD at ``eps`` (one run per loss, as in
+    :func:`evaluate`; eps 0 is the clean input), with its predicted label map and Dice.
+
+    x: (N, C, H, W) images inside ``bounds``; y: (N, H, W) true label maps; task: the
+    segmentation task (default ``SegmentationTask()``). The global RNG is left as it was.
+    """
+    task = SegmentationTask() if task is None else get_task(task)
+    if not isinstance(task, SegmentationTask):
+        raise TypeError(f"task must be a SegmentationTask, got {type(task).__name__}")
+    eps = check_real("eps", eps, low=0.0)
+    losses = task.attack_losses if losses is None else tuple(losses)
+    device = _model_device(model)
+    x, y = x.to(device), y.to(device)
+    state = torch.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        with eval_mode(model):
+            with torch.no_grad():
+                out = model(x)
+            task.check_target(out, y)
+            counts = task.counts(out, y)
+            best = (x, counts, dice_from_counts(*counts))
+            if eps > 0:
+                best, _ = _lowest_dice(
+                    model, x, y, eps, best, norm=norm, steps=steps, losses=losses,
+                    random_start=random_start, bounds=check_bounds(bounds), task=task,
+                )
+            with torch.no_grad():
+                prediction = model(best[0]).argmax(dim=1)
+    finally:
+        torch.set_rng_state(state)
+    return AttackedSegmentation(best[0].detach(), prediction, best[2].float())
 
 
 def result_path(run_dir, result: EvaluationResult) -> Path:

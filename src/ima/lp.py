@@ -26,6 +26,7 @@ __all__ = [
     "project",
     "sample_norm",
     "sample_ball",
+    "sample_gaussian",
 ]
 
 NORMS = ("l2", "linf")
@@ -137,6 +138,29 @@ def sample_ball(x: torch.Tensor, eps, norm: str, *, generator: torch.Generator |
         u = torch.rand((x.shape[0],), generator=generator, device=x.device, dtype=x.dtype)
         radius = expand_as_batch(u.pow(1.0 / d), x) * eps_b
         return direction * radius
+    check_norm(norm)
+    raise AssertionError("unreachable")
+
+
+def sample_gaussian(
+    x: torch.Tensor, eps, norm: str, *, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Draw one Gaussian perturbation per sample whose size is ``eps`` in the given norm.
+
+    Returns a tensor shaped like ``x`` of i.i.d. ``N(0, sigma**2)`` elements. L2: ``sigma``
+    is chosen so that the *expected* L2 norm of the perturbation is exactly ``eps``
+    (``E||n||_2 = sigma * sqrt(2) * Gamma((d + 1) / 2) / Gamma(d / 2)``, ``d`` = elements
+    per sample; ``sigma ~ eps / sqrt(d)`` for large ``d``). Linf: a Gaussian has no finite
+    Linf norm, so ``eps`` is the per-element standard deviation ``sigma`` itself.
+    """
+    eps_b = expand_as_batch(per_sample_eps(eps, x), x)
+    noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    if norm == "linf":
+        return noise * eps_b
+    if norm == "l2":
+        d = max(1, math.prod(x.shape[1:]))
+        mean_norm = math.sqrt(2.0) * math.exp(math.lgamma((d + 1) / 2) - math.lgamma(d / 2))
+        return noise * (eps_b / mean_norm)
     check_norm(norm)
     raise AssertionError("unreachable")
 

@@ -1,7 +1,9 @@
-"""Tables of robustness results in the layout of the paper's Tables 1-3.
+"""Tables of robustness results in the layout of the paper's Tables 1-3 and 10-15.
 
 One row per run, one column per noise level (accuracy in percent, two decimals as in the
-paper), plus the AUC. Markdown for the screen and for files, CSV for spreadsheets.
+paper), plus the AUC; for segmentation results also the TVDI or ADI (appendix I, in
+percent, no AUC: Tables 10-15). Markdown for the screen and for files, CSV for
+spreadsheets.
 Plotting and reporting only read results; they never compute them.
 """
 
@@ -12,9 +14,17 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
+from .checks import check_choice
 from .evaluation import EvaluationResult
 
-__all__ = ["Table", "load_results", "robustness_table"]
+__all__ = ["METRICS", "Table", "clinical_table", "html_report", "load_results", "robustness_table"]
+
+#: what a table can show: the name of the result field and its title
+METRICS = {
+    "accuracy": "Accuracy",
+    "tvdi": "Total Voxel Dice Index",
+    "adi": "Average Dice Index",
+}
 
 
 @dataclass
@@ -35,6 +45,18 @@ class Table:
         sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
         body = [line(self.header), sep, *(line(r) for r in self.rows)]
         return (f"{self.title}\n\n" if self.title else "") + "\n".join(body) + "\n"
+
+    def to_html(self) -> str:
+        """The table as an HTML ``<table>`` with its title as caption (text escaped)."""
+        from html import escape
+
+        head = "".join(f"<th>{escape(c)}</th>" for c in self.header)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>\n"
+            for row in self.rows
+        )
+        caption = f"<caption>{escape(self.title)}</caption>" if self.title else ""
+        return f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>\n{body}</tbody></table>\n"
 
     def to_csv(self) -> str:
         buffer = io.StringIO()
@@ -64,22 +86,180 @@ def _fmt_eps(e: float) -> str:
     return f"{e:g}"
 
 
-def robustness_table(results: list[tuple[str, EvaluationResult]]) -> Table:
-    """Accuracy (%) of each labelled result at every noise level any of them has."""
+def robustness_table(
+    results: list[tuple[str, EvaluationResult]], metric: str = "accuracy", *, ci: bool = False
+) -> Table:
+    """``metric`` (%) of each labelled result at every noise level any of them has.
+
+    metric: ``"accuracy"`` (with the AUC column), or for segmentation results ``"tvdi"``
+    or ``"adi"`` (the paper's Tables 10-15). ci: accuracy cells read ``acc [lo, hi]``, the
+    Wilson 95 % interval (:meth:`EvaluationResult.intervals`).
+    """
+    check_choice("metric", metric, tuple(METRICS))
     if not results:
         raise ValueError("robustness_table needs at least one result")
     levels = sorted({e for _, r in results for e in r.eps})
     rows = []
     for label, r in results:
-        by_eps = dict(zip(r.eps, r.accuracy, strict=True))
+        values = getattr(r, metric)
+        if values is None:
+            raise ValueError(
+                f"result {label!r} has no {metric!r} (only segmentation results have "
+                "TVDI and ADI)"
+            )
+        by_eps = dict(zip(r.eps, values, strict=True))
         cells = [f"{100 * by_eps[e]:.2f}" if e in by_eps else "" for e in levels]
-        rows.append([label, *cells, f"{r.auc:.4f}"])
+        if ci and metric == "accuracy":
+            bounds = dict(zip(r.eps, r.intervals(), strict=True))
+            cells = [
+                f"{cell} [{100 * bounds[e][0]:.1f}, {100 * bounds[e][1]:.1f}]" if cell else ""
+                for cell, e in zip(cells, levels, strict=True)
+            ]
+        rows.append([label, *cells] + ([f"{r.auc:.4f}"] if metric == "accuracy" else []))
     first = results[0][1]
     norms = sorted({r.norm for _, r in results})
     subsets = sorted({r.subset or f"all {r.n_samples}" for _, r in results})
-    steps = sorted({r.params.get("steps") for _, r in results})
     title = (
-        f"Accuracy (%) under {'/'.join(map(str, steps))}-PGD, {'/'.join(n.upper() for n in norms)} "
-        f"norm, split {first.split}, samples: {'; '.join(subsets)}"
+        f"{METRICS[metric]} (%) under {_attack_names(results)}, "
+        f"{'/'.join(n.upper() for n in norms)} norm, split {first.split}, samples: "
+        f"{'; '.join(subsets)}" + (", [Wilson 95 % interval]" if ci and metric == "accuracy"
+                                   else "")
     )
-    return Table(title, ["Noise", *map(_fmt_eps, levels), "AUC"], rows)
+    auc_column = ["AUC"] if metric == "accuracy" else []
+    return Table(title, ["Noise", *map(_fmt_eps, levels), *auc_column], rows)
+
+
+def clinical_table(label: str, result: EvaluationResult) -> Table:
+    """One result's accuracy per class, and sensitivity and specificity for a binary model,
+    at every noise level, as ``acc [lo, hi]`` (%, Wilson 95 % intervals)."""
+    def cells(values, intervals):
+        return [f"{100 * v:.2f} [{100 * lo:.1f}, {100 * hi:.1f}]"
+                for v, (lo, hi) in zip(values, intervals, strict=True)]
+
+    rows = [[f"all (n={result.n_samples})", *cells(result.accuracy, result.intervals())]]
+    for c, values in (result.per_class_accuracy or {}).items():
+        count = (result.class_counts or {}).get(c, "?")
+        rows.append([f"class {c} (n={count})",
+                     *cells(values, result.per_class_accuracy_ci[c])])
+    if result.sensitivity is not None:
+        rows.append([f"sensitivity (class {result.positive_class})",
+                     *cells(result.sensitivity, result.sensitivity_ci)])
+    if result.specificity is not None:
+        rows.append(["specificity", *cells(result.specificity, result.specificity_ci)])
+    title = (f"{label}: accuracy (%) [Wilson 95 % interval] under "
+             f"{_attack_names([(label, result)])}, {result.norm.upper()} norm, "
+             f"split {result.split}")
+    return Table(title, ["Noise", *map(_fmt_eps, result.eps)], rows)
+
+
+#: how table titles name the attacks of :mod:`ima.protocols`
+_ATTACK_TITLES = {
+    "spsa": "SPSA", "uniform-noise": "uniform noise", "gaussian-noise": "Gaussian noise",
+    "autoattack": "AutoAttack (ART)", "ddn-min": "DDN minimal norms",
+    "bpgd-min": "BPGD boundary distances",
+}
+
+
+def _attack_names(results) -> str:
+    """``100-PGD``, ``100-SPSA``, ``uniform noise (10 draws)``...: the attacks of a table."""
+    names = []
+    for _, r in results:
+        steps = r.params.get("steps")
+        if r.attack == "pgd":
+            name = f"{steps}-PGD"
+        elif r.attack in ("uniform-noise", "gaussian-noise"):
+            name = f"{_ATTACK_TITLES[r.attack]} ({r.params.get('draws')} draws)"
+        else:
+            name = _ATTACK_TITLES.get(r.attack, r.attack)
+            name = f"{steps}-step {name}" if steps else name
+        if name not in names:
+            names.append(name)
+    return "/".join(names)
+
+
+_HTML_STYLE = """
+body { font-family: sans-serif; max-width: 1200px; margin: 2em auto; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; }
+caption { text-align: left; font-weight: bold; padding-bottom: 0.4em; }
+th, td { border: 1px solid #bbb; padding: 0.25em 0.6em; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+img { max-width: 100%; display: block; margin: 0.5em 0 1.5em; }
+.note { color: #777; font-style: italic; }
+"""
+
+
+def html_report(run_dirs, eval_name: str = "pgd-l2-test", *, metric: str = "accuracy",
+                title: str | None = None, table: Table | None = None) -> str:
+    """A self-contained HTML page on a set of runs: the robustness table, the robustness
+    curves, the training curves, the margin histograms (runs of ima/mma) and, for 2-D
+    data, the decision boundaries; figures are embedded as base64 PNGs.
+
+    A figure that does not apply to these runs (no margins, not 2-D data, no metrics)
+    is replaced by a one-line note saying why. ``table``: the table to show instead of
+    the ``metric`` table of ``eval_name`` (e.g. the one ``ima report`` printed).
+    """
+    import base64
+    from html import escape
+
+    from . import plots
+
+    run_dirs = [Path(d) for d in run_dirs]
+    if not run_dirs:
+        raise ValueError("html_report needs at least one run folder")
+    results = load_results(run_dirs, eval_name)
+    names = ", ".join(label for label, _ in results)
+    title = title or f"Robustness report: {names}"
+    parts = [f"<h1>{escape(title)}</h1>",
+             f"<p>Evaluation <code>{escape(eval_name)}</code> of {len(run_dirs)} run(s): "
+             f"{escape(', '.join(str(d) for d in run_dirs))}</p>",
+             "<h2>Robustness</h2>",
+             (table or robustness_table(results, metric=metric)).to_html()]
+
+    def figure(heading, alt, build):
+        parts.append(f"<h2>{escape(heading)}</h2>")
+        try:
+            fig = build()
+        except (ValueError, FileNotFoundError) as err:
+            parts.append(f'<p class="note">Not available: {escape(str(err))}</p>')
+            return
+        data = base64.b64encode(plots.figure_png(fig)).decode("ascii")
+        parts.append(f'<img alt="{escape(alt)}" src="data:image/png;base64,{data}">')
+
+    figure("Accuracy against noise level", "robustness curves",
+           lambda: plots.plot_noise(run_dirs, results=results))
+    figure("Training curves", "training curves", lambda: plots.plot_curves(run_dirs))
+    with_margins = [d for d in run_dirs if _method_name(d) in ("ima", "mma")]
+    figure("Estimated margins", "margin histograms",
+           lambda: plots.plot_margins(with_margins) if with_margins else _no(
+               "none of these runs keeps per-sample margins (ima, mma do)"))
+    flat = all(_two_dimensional(d) for d in run_dirs)
+    figure("Decision boundaries", "decision boundaries",
+           lambda: plots.plot_boundaries(run_dirs)[0] if flat else _no(
+               "decision boundaries are drawn for 2-D inputs (Moons) only"))
+    body = "\n".join(parts)
+    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{escape(title)}</title><style>{_HTML_STYLE}</style></head>\n"
+            f"<body>\n{body}\n</body></html>\n")
+
+
+def _method_name(run_dir) -> str | None:
+    from .runs import read_config
+
+    try:
+        return read_config(run_dir)["method"]["name"]
+    except (FileNotFoundError, ValueError, KeyError):
+        return None
+
+
+def _two_dimensional(run_dir) -> bool:
+    from .assemble import make_dataset
+    from .runs import read_config
+
+    try:
+        return tuple(make_dataset(read_config(run_dir), "test")[0][0].shape) == (2,)
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _no(reason: str):
+    raise ValueError(reason)

@@ -34,24 +34,34 @@ def select_device(name: str) -> torch.device:
         raise ValueError(f"train.device {name!r} is not a valid torch device: {err}") from err
 
 
-def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+def epoch_order(n: int, seed: int, epoch: int, length: int | None = None) -> torch.Tensor:
     """The sample order of an epoch, a function of (seed, epoch) only, so resuming at any
-    epoch reproduces the order of an uninterrupted run."""
+    epoch reproduces the order of an uninterrupted run.
+
+    ``length=None``: a permutation of the ``n`` samples (one pass). Otherwise the first
+    ``length`` entries of back-to-back permutations: an epoch of a fixed number of
+    iterations (``train.iterations_per_epoch``, nnU-Net's epochs in appendix G.2), which
+    may see a sample more than once or not at all.
+    """
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.randperm(n, generator=g)
+    if length is None:
+        return torch.randperm(n, generator=g)
+    passes = -(-length // n)
+    return torch.cat([torch.randperm(n, generator=g) for _ in range(passes)])[:length]
 
 
 def batches(dataset: Dataset, batch_size: int, *, order=None, num_workers: int = 0, device="cpu"):
     """Yield ``(x, y, index)`` batches on ``device`` in the given sample order.
 
-    In-memory datasets are sliced directly (no per-item Python overhead); other datasets
-    go through a DataLoader. Yielded indices are those the dataset reports.
+    ``order``: the dataset positions to visit (default: all, in order; it may be shorter
+    or longer than the dataset and repeat positions, as epochs of a fixed number of
+    iterations do). In-memory datasets are sliced directly (no per-item Python overhead);
+    other datasets go through a DataLoader. Yielded indices are those the dataset reports.
     """
-    n = len(dataset)
-    order = torch.arange(n) if order is None else order
+    order = torch.arange(len(dataset)) if order is None else order
     pin = torch.device(device).type == "cuda"
     if isinstance(dataset, ArrayDataset):
-        for start in range(0, n, batch_size):
+        for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             yield (
                 dataset.x[idx].to(device, non_blocking=pin),
@@ -210,7 +220,9 @@ def train(
         model.train()
         sums: dict[str, float] = {}
         seen = correct = 0
-        order = epoch_order(len(train_set), t["seed"], epoch)
+        iterations = t.get("iterations_per_epoch")
+        length = None if iterations is None else iterations * batch_size
+        order = epoch_order(len(train_set), t["seed"], epoch, length)
         for x, y, index in batches(
             train_set, batch_size, order=order, num_workers=config["data"]["num_workers"],
             device=device,

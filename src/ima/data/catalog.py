@@ -12,12 +12,19 @@ from torch.utils.data import Dataset
 from ima.checks import check_choice
 from ima.data.cifar import cifar10
 from ima.data.dataset import ArrayDataset
+from ima.data.decathlon import (
+    decathlon,
+    decathlon_heart,
+    decathlon_hippocampus,
+    decathlon_prostate,
+)
 from ima.data.digits import digits
 from ima.data.fashion import fashion_mnist
 from ima.data.folders import covid_ct, image_folder
 from ima.data.house_numbers import svhn
 from ima.data.moons import moons
 from ima.data.npz_files import medmnist, npz, pathmnist
+from ima.data.shapes import shapes
 from ima.registry import Registry
 
 __all__ = ["DATASETS", "SPLITS", "build_dataset"]
@@ -37,6 +44,11 @@ DATASETS.register("medmnist")(medmnist)
 DATASETS.register("pathmnist")(pathmnist)
 DATASETS.register("image_folder")(image_folder)
 DATASETS.register("npz")(npz)
+DATASETS.register("shapes")(shapes)
+DATASETS.register("decathlon")(decathlon)
+DATASETS.register("decathlon_heart")(decathlon_heart)
+DATASETS.register("decathlon_hippocampus")(decathlon_hippocampus)
+DATASETS.register("decathlon_prostate")(decathlon_prostate)
 
 
 def build_dataset(name: str, split: str, **kwargs: Any) -> Dataset:

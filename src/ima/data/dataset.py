@@ -8,6 +8,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ima.checks import check_bounds, check_int
+from ima.tasks import Task, get_task
 
 __all__ = ["ArrayDataset"]
 
@@ -21,6 +22,9 @@ class ArrayDataset(Dataset):
     per-sample state such as IMA margins (Algorithm 2) is kept.
     ``bounds``: ``None`` for unbounded data (2-D Moons) or ``(low, high)`` for the valid
     input range (``(0.0, 1.0)`` for images); attacks keep inputs inside it.
+    ``task``: what "correct" and "loss" mean for this data (an ``ima.tasks.Task``, e.g. a
+    ``SegmentationTask`` for label maps); ``None`` is classification. Training and
+    evaluation read it from the dataset, as they read ``bounds``.
     """
 
     def __init__(
@@ -32,6 +36,7 @@ class ArrayDataset(Dataset):
         name: str,
         split: str,
         bounds: tuple[float, float] | None = None,
+        task: Task | None = None,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"name must be a non-empty string, got {name!r}")
@@ -89,6 +94,7 @@ class ArrayDataset(Dataset):
         self.name = name
         self.split = split
         self.bounds = bounds
+        self.task = None if task is None else get_task(task)
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -18,7 +18,9 @@ class VanillaAdversarial(Method):
 
     ``x_eps`` is the last iterate of ``steps``-step PGD (20 in the paper) with random start
     and step ``alpha * eps / steps`` (alpha = 4), at the same fixed ``eps`` for every
-    sample (Goodfellow et al. 2015; Kurakin et al. 2016).
+    sample (Goodfellow et al. 2015; Kurakin et al. 2016). The attack ascends, and the
+    terms are, the task's training loss: cross-entropy for classification, nnU-Net's
+    Dice + cross-entropy for segmentation (the paper's replacement of cross-entropy there).
     """
 
     name = "adv"
@@ -40,7 +42,8 @@ class VanillaAdversarial(Method):
         c = self.config
         attack = pgd(
             model, x, y, eps=c.eps, norm=c.norm, steps=c.steps, alpha=c.alpha,
-            random_start=True, early_stop=False, bounds=self.bounds, task=self.task,
+            loss=self.task.losses[0], random_start=True, early_stop=False, bounds=self.bounds,
+            task=self.task,
         )
         out = model(x)
         out_adv = model(attack.x)

@@ -25,7 +25,9 @@ class IMA(Method):
     sample's estimated margin ``E(x)`` as its eps; the loss is
     ``((1 - beta) * (L0 + L1) + beta * L2) / batch_size`` with ``L0``, ``L1`` the summed
     cross-entropy on ``X0`` and ``X1`` and ``L2`` the summed cross-entropy on the boundary
-    points found (samples without one add nothing to ``L2``).
+    points found (samples without one add nothing to ``L2``). BPGD ascends, and ``L0``-``L2``
+    are, the task's training loss: cross-entropy for classification; for segmentation,
+    where correct means Dice above a threshold, nnU-Net's Dice + cross-entropy (section 4).
 
     Margins (Algorithm 2, :class:`~ima.margins.MarginStore`) start at ``delta_eps``
     (default ``eps_max / epochs``) and are updated from the BPGD results of the training
@@ -75,7 +77,8 @@ class IMA(Method):
         # attacks X1 only: no separate forward pass is needed for the split.
         boundary = bpgd(
             model, x, y, eps=self.margins.get(index).to(x.dtype), norm=c.norm, steps=c.steps,
-            alpha=c.alpha, n_binary=c.n_binary, bounds=self.bounds, task=task,
+            alpha=c.alpha, n_binary=c.n_binary, loss=task.losses[0], bounds=self.bounds,
+            task=task,
         )
         correct = boundary.clean_correct
         ones = correct.nonzero().squeeze(1)

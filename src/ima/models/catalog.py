@@ -11,6 +11,7 @@ from ima.models.mlp import moons_mlp
 from ima.models.paper_cnns import fashion_cnn, svhn_cnn
 from ima.models.resnet import resnet18_in
 from ima.models.small_cnn import digits_cnn
+from ima.models.unet import unet
 from ima.models.wrn import wide_resnet, wrn_28_4
 from ima.registry import Registry
 
@@ -26,6 +27,7 @@ MODELS.register("svhn_cnn")(svhn_cnn)
 MODELS.register("wide_resnet")(wide_resnet)
 MODELS.register("wrn_28_4")(wrn_28_4)
 MODELS.register("resnet18_in")(resnet18_in)
+MODELS.register("unet")(unet)
 
 
 def build_model(name: str, **kwargs: Any) -> nn.Module:
@@ -33,7 +35,8 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
 
     ``name`` is a registered name (``MODELS.names()``) or a user factory
     ``"package.module:function"`` called as ``function(**kwargs)``; the result must be a
-    ``torch.nn.Module`` mapping inputs (N, *input_shape) to logits (N, num_classes).
+    ``torch.nn.Module`` mapping inputs (N, *input_shape) to logits (N, num_classes), or
+    for segmentation to per-pixel logits (N, num_classes, H, W).
     Input normalisation, if any, belongs inside the model (inputs stay in [0, 1]).
     """
     model = MODELS.get(name)(**kwargs)

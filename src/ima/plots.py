@@ -1,0 +1,476 @@
+"""Figures of trained runs (matplotlib): decision boundaries (Fig. 6), margin
+histograms (Fig. 7, 10), training curves (Fig. 8, 9), robustness curves, and clean and
+adversarial samples (Fig. 1, 15).
+
+Plotting only reads: run folders (config, ``metrics.csv``, checkpoints), evaluation
+results and models; it never trains. Each ``plot_*`` function returns a
+:class:`matplotlib.figure.Figure` built without pyplot (no window, no global state, any
+backend); :func:`save_figure` writes it as PNG and PDF. Sizes are fixed (``DPI`` dots per
+inch), so a PNG is ``figsize * DPI`` pixels.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from .analysis import (
+    BoundaryComparison,
+    compare_boundaries,
+    margin_bound,
+    moons_bayes_score,
+    run_margins,
+)
+from .checks import check_int
+from .report import load_results
+from .runs import Run, load_run, read_config, read_metrics
+
+__all__ = [
+    "DPI",
+    "figure_png",
+    "plot_boundaries",
+    "plot_curves",
+    "plot_margins",
+    "plot_noise",
+    "plot_samples",
+    "save_figure",
+]
+
+logger = logging.getLogger(__name__)
+
+DPI = 120
+_CLASS_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
+                 "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+
+
+def save_figure(fig: Figure, out, formats=("png", "pdf")) -> list[Path]:
+    """Write ``fig`` as each of ``formats`` beside ``out`` (its suffix is replaced);
+    return the paths written. Folders are created as needed."""
+    out = Path(out)
+    if out.suffix.lower().lstrip(".") in ("png", "pdf", "svg"):
+        out = out.with_suffix("")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fmt in formats:
+        path = out.parent / f"{out.name}.{fmt}"
+        fig.savefig(path, format=fmt, dpi=DPI)
+        paths.append(path)
+    return paths
+
+
+def figure_png(fig: Figure) -> bytes:
+    """``fig`` as PNG bytes (for embedding in an HTML page)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI)
+    return buffer.getvalue()
+
+
+def _as_run(run, epoch: int | None = None) -> Run:
+    return run if isinstance(run, Run) else load_run(run, epoch=epoch)
+
+
+def _label(run_dir) -> str:
+    return Path(run_dir).resolve().name
+
+
+def _norm_name(config: dict) -> str:
+    norm = config.get("method", {}).get("norm") or config.get("eval", {}).get("norm", "l2")
+    return str(norm).upper()
+
+
+# --------------------------------------------------------------------------------------
+# Fig. 6: decision boundaries of 2-D models
+# --------------------------------------------------------------------------------------
+
+
+def _decision_values(model: torch.nn.Module, points: np.ndarray) -> np.ndarray:
+    """(N,) ``logit_1 - logit_0`` for two classes (positive = class 1), else the
+    predicted class as a float."""
+    from .modes import eval_mode
+
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    dtype = next((p.dtype for p in model.parameters()), torch.float32)
+    out = []
+    with eval_mode(model), torch.no_grad():
+        for chunk in np.array_split(points, max(1, len(points) // 16384)):
+            logits = model(torch.as_tensor(chunk, dtype=dtype, device=device)).float().cpu()
+            if logits.dim() != 2:
+                raise ValueError(f"boundary plots need classifier logits (N, classes), got "
+                                 f"shape {tuple(logits.shape)}")
+            if logits.shape[1] == 2:
+                out.append((logits[:, 1] - logits[:, 0]).numpy())
+            else:
+                out.append(logits.argmax(1).float().numpy())
+    return np.concatenate(out).astype(np.float64)
+
+
+def plot_boundaries(runs, *, split: str = "test", resolution: int = 200,
+                    epoch: int | None = None) -> tuple[Figure, list[BoundaryComparison | None]]:
+    """Decision boundaries of 2-D classifiers over the ``split`` data, one panel per run
+    (Fig. 6), with the Bayes-optimal boundary for the Moons data.
+
+    runs: run folders or loaded :class:`~ima.runs.Run` objects whose inputs are 2-D
+    points. For Moons runs the Bayes boundary (:func:`ima.analysis.moons_bayes_score`,
+    with the run's ``data.noise``) is drawn dashed and compared with the model's on the
+    ``resolution`` x ``resolution`` grid inside the data's bounding box
+    (:class:`~ima.analysis.BoundaryComparison`); the numbers go in the panel title and
+    are returned, one per run (None where there is no Bayes reference).
+    """
+    resolution = check_int("resolution", resolution, low=10)
+    runs = [_as_run(r, epoch) for r in runs]
+    if not runs:
+        raise ValueError("plot_boundaries needs at least one run")
+    points = []
+    for run in runs:
+        data = run.dataset(split)
+        x = data.x.numpy() if hasattr(data, "x") else np.stack([d[0].numpy() for d in data])
+        y = data.y.numpy() if hasattr(data, "y") else np.array([int(d[1]) for d in data])
+        if x.ndim != 2 or x.shape[1] != 2:
+            raise ValueError(
+                f"run {str(run.dir)!r}: decision boundaries can be drawn for 2-D inputs "
+                f"only (Moons), its data {run.config['data']['name']!r} has inputs of shape "
+                f"{tuple(x.shape[1:])}"
+            )
+        points.append((data, x, y))
+    spans = [np.ptp(x, axis=0) for _, x, _ in points]
+    aspect = max(float(s[1] / max(s[0], 1e-12)) for s in spans)
+    panel = 4.6
+    fig = _new_figure(panel * len(runs), min(3 * panel, panel * aspect + 1.6))
+    axes = fig.subplots(1, len(runs), squeeze=False)[0]
+    comparisons = []
+    for ax, run, (data, x, y) in zip(axes, runs, points, strict=True):
+        lo, hi = x.min(0), x.max(0)
+        pad = 0.1 * (hi - lo)
+        xs = np.linspace(lo[0] - pad[0], hi[0] + pad[0], resolution)
+        ys = np.linspace(lo[1] - pad[1], hi[1] + pad[1], resolution)
+        gx, gy = np.meshgrid(xs, ys)
+        grid = np.stack([gx.ravel(), gy.ravel()], axis=1)
+        values = _decision_values(run.model, grid).reshape(gx.shape)
+        n_classes = max(int(y.max()) + 1, getattr(data, "num_classes", 2))
+        two_class = n_classes == 2
+        labels = (values > 0).astype(int) if two_class else values.astype(int)
+
+        from matplotlib.colors import ListedColormap
+
+        k = max(n_classes, 2)
+        cmap = ListedColormap([_CLASS_COLORS[i % 10] for i in range(k)])
+        ax.contourf(xs, ys, labels, levels=np.arange(k + 1) - 0.5, cmap=cmap, alpha=0.15)
+        for c in range(k):
+            sel = y == c
+            ax.scatter(x[sel, 0], x[sel, 1], s=6, color=_CLASS_COLORS[c % 10], alpha=0.6,
+                       linewidths=0, label=f"class {c} ({split})", rasterized=True)
+        level = [0.0] if two_class else np.arange(k - 1) + 0.5
+        ax.contour(xs, ys, values, levels=level, colors="black", linewidths=1.6)
+        handles, names = ax.get_legend_handles_labels()
+        from matplotlib.lines import Line2D
+
+        handles.append(Line2D([], [], color="black", linewidth=1.6))
+        names.append("model boundary")
+
+        comparison = None
+        title = f"{_label(run.dir)} ({run.config['method']['name']}, epoch {run.epoch})"
+        if run.config["data"]["name"] == "moons" and two_class:
+            noise = float(run.config["data"].get("noise", 0.2))
+            bayes = moons_bayes_score(grid, noise=noise).reshape(gx.shape)
+            ax.contour(xs, ys, bayes, levels=[0.0], colors="#444444", linewidths=1.4,
+                       linestyles="dashed")
+            handles.append(Line2D([], [], color="#444444", linewidth=1.4, linestyle="--"))
+            names.append("Bayes-optimal boundary")
+            comparison = compare_boundaries(xs, ys, values, bayes,
+                                            box=(lo[0], hi[0], lo[1], hi[1]))
+            title += (f"\nmean distance to Bayes boundary {comparison.mean_distance:.3f}"
+                      f"\ndisagreement {100 * comparison.disagreement:.1f}% of the box "
+                      f"(data noise {noise:g})")
+        comparisons.append(comparison)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("x1 (input units)")
+        ax.set_ylabel("x2 (input units)")
+        ax.set_xlim(xs[0], xs[-1])
+        ax.set_ylim(ys[0], ys[-1])
+        ax.set_aspect("equal")
+    # One legend for all panels, below them (the Bayes entry names the last Moons run's
+    # noise; panels with another noise say so in their own title).
+    fig.legend(handles, names, loc="outside lower center", ncol=len(names), fontsize=8,
+               markerscale=2.5, frameon=False)
+    fig.suptitle(f"Decision boundaries on the {split} set", fontsize=12)
+    return fig, comparisons
+
+
+# --------------------------------------------------------------------------------------
+# Fig. 7 / 10: margin distributions
+# --------------------------------------------------------------------------------------
+
+
+def plot_margins(runs, *, bins: int = 40, overlay: bool = False,
+                 epoch: int | None = None) -> Figure:
+    """Histograms of the per-sample margins estimated during training (Fig. 7, 10), one
+    panel per run (``overlay``: all on one axis), with ``eps_max`` marked.
+
+    runs: run folders or :class:`~ima.runs.Run` objects of methods that keep margins
+    (ima, mma); others raise ValueError.
+    """
+    bins = check_int("bins", bins, low=1)
+    runs = [_as_run(r, epoch) for r in runs]
+    if not runs:
+        raise ValueError("plot_margins needs at least one run")
+    data = [(run, *run_margins(run)) for run in runs]
+
+    def edges_for(items):
+        top = max([float(m.max()) for _, m, _, _ in items]
+                  + [e for _, _, e, _ in items if e is not None]) or 1.0
+        return np.linspace(0.0, top * 1.02, bins + 1)
+
+    panels = 1 if overlay else len(runs)
+    fig = _new_figure(5.0 * panels if not overlay else 6.4, 4.2)
+    axes = fig.subplots(1, panels, squeeze=False)[0]
+    shared = edges_for(data)
+    for i, (run, margins, eps_max, method) in enumerate(data):
+        ax = axes[0 if overlay else i]
+        edges = shared if overlay else edges_for([data[i]])
+        color = _CLASS_COLORS[i % 10]
+        m = margins.numpy()
+        label = f"{_label(run.dir)} ({method}, epoch {run.epoch})"
+        ax.hist(m, bins=edges, color=color, alpha=0.45 if overlay else 0.8,
+                histtype="stepfilled", edgecolor=color,
+                label=f"{label}: mean {m.mean():.3g}, median {np.median(m):.3g}")
+        if eps_max is not None:
+            ax.axvline(eps_max, color=color if overlay else "black", linestyle="--",
+                       linewidth=1.2, label=f"eps_max = {eps_max:g}")
+        if not overlay:
+            ax.set_title(label, fontsize=10)
+        ax.set_xlabel(f"estimated margin ({_norm_name(run.config)} norm, input units)")
+        ax.set_ylabel("number of training samples")
+        ax.legend(fontsize=7, loc="upper left")
+    fig.suptitle("Distribution of the margins estimated during training", fontsize=12)
+    return fig
+
+
+# --------------------------------------------------------------------------------------
+# Fig. 8 / 9: training curves
+# --------------------------------------------------------------------------------------
+
+_MARGIN_STATS = (("margin_mean", "mean", "-"), ("margin_median", "median", "--"),
+                 ("margin_max", "max", ":"))
+
+
+def plot_curves(run_dirs) -> Figure:
+    """Training and validation accuracy (clean data) against epoch (Fig. 8, 9) from
+    ``metrics.csv``, and, when recorded, the mean, median and max estimated margin with
+    the largest margin IMA can have reached (:func:`ima.analysis.margin_bound`). Several
+    runs share the axes."""
+    run_dirs = [Path(d) for d in ([run_dirs] if isinstance(run_dirs, str | Path)
+                                  else run_dirs)]
+    if not run_dirs:
+        raise ValueError("plot_curves needs at least one run folder")
+    tables = []
+    for d in run_dirs:
+        config = read_config(d)
+        rows = read_metrics(d)
+        if not rows:
+            raise ValueError(f"run {str(d)!r} has no metrics.csv rows yet")
+        tables.append((d, config, rows))
+    has_margins = any("margin_mean" in r for _, _, rows in tables for r in rows)
+    fig = _new_figure(11.0 if has_margins else 6.2, 4.4)
+    axes = fig.subplots(1, 2 if has_margins else 1, squeeze=False)[0]
+    acc_ax = axes[0]
+    for i, (d, config, rows) in enumerate(tables):
+        color = _CLASS_COLORS[i % 10]
+        epochs = [r["epoch"] for r in rows]
+        name = _label(d)
+        for key, what, style in (("train_acc", "training", "-"), ("val_acc", "validation",
+                                                                  "--")):
+            values = [r.get(key) for r in rows]
+            if all(isinstance(v, int | float) for v in values):
+                acc_ax.plot(epochs, [100 * v for v in values], style, color=color,
+                            marker="o" if len(rows) < 30 else None, markersize=3,
+                            label=f"{name}: {what}")
+        if has_margins and any("margin_mean" in r for r in rows):
+            ax = axes[1]
+            for key, what, style in _MARGIN_STATS:
+                values = [r.get(key) for r in rows]
+                if all(isinstance(v, int | float) for v in values):
+                    ax.plot(epochs, values, style, color=color, label=f"{name}: {what}")
+            eps_max = config["method"].get("eps_max")
+            bound = [margin_bound(config, e) for e in epochs]
+            if all(b is not None for b in bound):
+                ax.plot(epochs, bound, color=color, alpha=0.35, linewidth=3,
+                        label=f"{name}: largest reachable margin")
+            if eps_max is not None:
+                ax.axhline(eps_max, color=color, linestyle="-.", linewidth=0.8,
+                           label=f"{name}: eps_max = {eps_max:g}")
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(f"estimated margin ({_norm_name(config)} norm, input units)")
+            ax.set_title("Margins of the training samples", fontsize=10)
+            ax.legend(fontsize=7)
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    acc_ax.set_xlabel("epoch")
+    acc_ax.set_ylabel("accuracy on clean data (%)")
+    acc_ax.set_title("Training and validation accuracy", fontsize=10)
+    acc_ax.legend(fontsize=7)
+    names = ", ".join(_label(d) for d in run_dirs)
+    fig.suptitle(f"Training curves: {names}", fontsize=12)
+    return fig
+
+
+# --------------------------------------------------------------------------------------
+# Robustness curves
+# --------------------------------------------------------------------------------------
+
+
+def plot_noise(run_dirs, eval_name: str = "pgd-l2-test", *, results=None) -> Figure:
+    """Accuracy against noise level of several runs on one axis, read from their
+    ``eval/<eval_name>.json`` (or from ``results``: ``(label, EvaluationResult)`` pairs)."""
+    results = list(results) if results is not None else load_results(run_dirs, eval_name)
+    if not results:
+        raise ValueError("plot_noise needs at least one result")
+    fig = _new_figure(6.4, 4.6)
+    ax = fig.subplots()
+    markers = "osD^v<>ph*"
+    for i, (label, r) in enumerate(results):
+        ax.plot(r.eps, [100 * a for a in r.accuracy], marker=markers[i % len(markers)],
+                color=_CLASS_COLORS[i % 10], label=f"{label} (AUC {r.auc:.3f})")
+    norms = sorted({r.norm.upper() for _, r in results})
+    steps = sorted({str(r.params.get("steps")) for _, r in results})
+    splits = sorted({str(r.split) for _, r in results})
+    samples = sorted({r.subset or f"all {r.n_samples} samples" for _, r in results})
+    ax.set_xlabel(f"noise level eps ({'/'.join(norms)} norm of the perturbation, "
+                  "input units)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(-2, 102)
+    ax.grid(alpha=0.3)
+    ax.set_title(f"Accuracy under {'/'.join(steps)}-PGD on the {'/'.join(splits)} set "
+                 f"({'; '.join(samples)})", fontsize=10)
+    ax.legend(fontsize=8)
+    return fig
+
+
+# --------------------------------------------------------------------------------------
+# Fig. 1 / 15: clean and adversarial samples
+# --------------------------------------------------------------------------------------
+
+
+def _adversarial(model, x, y, *, eps, norm, steps, bounds, task):
+    """The paper's 100-PGD at one ``eps``: cross-entropy first, then the margin loss
+    for the samples it did not fool; the adversarial point where one run succeeded,
+    else the cross-entropy run's last iterate."""
+    from .attacks import pgd
+
+    kwargs = dict(eps=eps, norm=norm, steps=steps, step_size=eps / 10, random_start=True,
+                  early_stop=True, bounds=bounds, task=task)
+    first = pgd(model, x, y, loss="ce", **kwargs)
+    adv, fooled = first.x.clone(), first.success.clone()
+    rest = (~fooled).nonzero().squeeze(1)
+    if rest.numel():
+        second = pgd(model, x[rest], y[rest], loss="margin", **kwargs)
+        adv[rest[second.success]] = second.x[second.success]
+    return adv
+
+
+def _show_image(ax, image: torch.Tensor, bounds) -> None:
+    img = image.detach().cpu().float()
+    low, high = bounds if bounds is not None else (float(img.min()), float(img.max()))
+    if img.dim() == 3 and img.shape[0] in (3, 4):
+        ax.imshow(((img.permute(1, 2, 0) - low) / max(high - low, 1e-12)).clamp(0, 1).numpy())
+    else:
+        ax.imshow(img.reshape(img.shape[-2:]).numpy(), cmap="gray", vmin=low, vmax=high)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _classification_samples(run: Run, *, eps, n, steps, split, norm, seed) -> Figure:
+    """Rows: ``n`` correctly classified ``split`` images; columns: clean, then the
+    100-PGD adversarial image at each ``eps``; titles: predicted label and noise level."""
+    from .evaluation import _batches
+
+    data = run.dataset(split)
+    bounds = getattr(data, "bounds", (0.0, 1.0))
+    model, task = run.model, run.method.task
+    picked_x, picked_y = [], []
+    with torch.no_grad():
+        for x, y in _batches(data, 256):
+            keep = task.correct(model(x), y)
+            picked_x.append(x[keep])
+            picked_y.append(y[keep])
+            if sum(len(v) for v in picked_y) >= n:
+                break
+    x = torch.cat(picked_x)[:n]
+    y = torch.cat(picked_y)[:n]
+    if len(y) == 0:
+        raise ValueError(f"run {str(run.dir)!r}: no correctly classified {split} image")
+    columns = [(0.0, x)]
+    state = torch.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        for e in eps:
+            columns.append((e, _adversarial(model, x, y, eps=e, norm=norm, steps=steps,
+                                            bounds=bounds, task=task)))
+    finally:
+        torch.set_rng_state(state)
+    fig = _new_figure(1.7 * len(columns) + 0.4, 1.85 * len(y) + 0.6)
+    axes = fig.subplots(len(y), len(columns), squeeze=False)
+    with torch.no_grad():
+        preds = [model(images).argmax(1) for _, images in columns]
+    for i in range(len(y)):
+        for j, (e, images) in enumerate(columns):
+            ax = axes[i, j]
+            _show_image(ax, images[i], bounds)
+            p = int(preds[j][i])
+            wrong = p != int(y[i])
+            ax.set_title(f"pred {p}, eps={e:g}", fontsize=8,
+                         color="#d62728" if wrong else "black")
+            if j == 0:
+                ax.set_ylabel(f"true {int(y[i])}", fontsize=8)
+    fig.suptitle(
+        f"{_label(run.dir)}: clean and {steps}-PGD ({norm.upper()}) {split} images\n"
+        "title: predicted class and noise level (red = misclassified)", fontsize=9,
+    )
+    return fig
+
+
+#: Sample-grid views by task type name. A task that needs another view (segmentation:
+#: image, true mask and predicted mask per noise level) registers a function with the
+#: signature of :func:`_classification_samples` under its class name.
+SAMPLE_VIEWS = {"ClassificationTask": _classification_samples}
+
+
+def plot_samples(run, *, eps=None, n: int = 8, steps: int = 100, split: str = "test",
+                 norm: str | None = None, seed: int = 0, epoch: int | None = None) -> Figure:
+    """A grid of clean and adversarial images (Fig. 1, 15) of a run's model.
+
+    eps: noise levels (default: the nonzero levels of the run's ``eval.eps``, at most
+    four); each adversarial image is the 100-PGD attack of :func:`ima.evaluate` (step
+    ``eps / 10``, cross-entropy then margin loss). Only image data: 2-D points raise
+    ValueError.
+    """
+    run = _as_run(run, epoch)
+    n = check_int("n", n, low=1)
+    steps = check_int("steps", steps, low=1)
+    shape = tuple(run.dataset(split)[0][0].shape)
+    if len(shape) != 3:
+        raise ValueError(
+            f"run {str(run.dir)!r}: data {run.config['data']['name']!r} holds inputs of "
+            f"shape {shape}, not images (channels, height, width); sample grids need image "
+            "data (use `ima plot boundary` for 2-D points)"
+        )
+    norm = norm or run.config["eval"]["norm"]
+    if eps is None:
+        eps = [e for e in run.config["eval"]["eps"] if e > 0][:4]
+    eps = sorted(float(e) for e in eps if float(e) > 0)
+    view = SAMPLE_VIEWS.get(type(run.method.task).__name__)
+    if view is None:
+        raise ValueError(f"no sample view for task {type(run.method.task).__name__}; "
+                         f"known: {', '.join(SAMPLE_VIEWS)}")
+    return view(run, eps=eps, n=n, steps=steps, split=split, norm=norm, seed=seed)

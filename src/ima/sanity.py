@@ -1,0 +1,158 @@
+"""Sanity checks of an evaluation, run with it and written into its result (``checks``).
+
+Each check is a plain dict ``{"name", "passed", "detail"}``; ``passed`` is True, False, or
+None when the check does not apply (``detail`` says why). They follow the usual advice for
+evaluating defences (Carlini et al. 2019, "On evaluating adversarial robustness";
+Uesato et al. 2018), kept cheap:
+
+* ``monotone``: the attack, run independently at each level on a small subset, never
+  gives a higher accuracy at a larger eps by more than sampling noise. The main run
+  carries a sample fooled at a small eps over to larger ones, so its curve is monotone by
+  construction; independent runs at the larger levels are needed only for the samples
+  fooled at a smaller one (every other sample was attacked at every level anyway), so
+  the check re-attacks just those.
+* ``unbounded``: PGD with a budget that covers the whole input box (or 10 times the data's
+  spread for unbounded data) drives accuracy to about zero; for minimal-norm attacks,
+  every clean-correct sample got a radius.
+* ``whitebox_vs_blackbox``: the white-box result (PGD, AutoAttack) is at least as strong as
+  a black-box or random-noise result (SPSA, white noise) of the same run, norm and split,
+  on the samples and levels they share.
+
+"Sampling noise" is 2 binomial standard deviations (:func:`ima.stats.binomial_std`) of
+the accuracies compared, on the number of samples compared.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import torch
+
+from . import lp
+from .stats import binomial_std
+
+__all__ = [
+    "NOISE_Z",
+    "STRONG",
+    "WEAK",
+    "compare_attacks",
+    "farthest_eps",
+    "monotone",
+    "record",
+    "unbounded",
+]
+
+logger = logging.getLogger(__name__)
+
+#: how many binomial standard deviations count as sampling noise
+NOISE_Z = 2.0
+#: white-box attacks, and the attacks they must be at least as strong as
+STRONG = ("pgd", "autoattack")
+WEAK = ("spsa", "uniform-noise", "gaussian-noise")
+
+
+def record(name: str, passed: bool | None, detail: str) -> dict:
+    """One check's entry; a failed one is logged as a warning."""
+    if passed is False:
+        logger.warning("sanity check %r failed: %s", name, detail)
+    return {"name": name, "passed": passed, "detail": detail}
+
+
+def _allowance(p: float, n: int) -> float:
+    return NOISE_Z * binomial_std(p, n)
+
+
+def monotone(levels, robust: torch.Tensor, *, revived: int = 0, note: str = "") -> dict:
+    """Check that accuracy (mean of ``robust`` (levels, n) over samples) never rises with
+    eps by more than sampling noise. ``revived``: how many samples fooled at a smaller eps
+    survived the independent attack at a larger one (for the detail)."""
+    n = robust.shape[1]
+    acc = robust.float().mean(dim=1).tolist()
+    worst = None
+    for j in range(len(acc)):
+        for i in range(j):
+            rise = acc[j] - acc[i]
+            allow = _allowance((acc[i] + acc[j]) / 2, n)
+            if worst is None or rise - allow > worst[0] - worst[1]:
+                worst = (rise, allow, i, j)
+    if worst is None:
+        return record("monotone", None, "only one noise level: nothing to compare")
+    rise, allow, i, j = worst
+    passed = rise <= allow
+    detail = (
+        f"on {n} samples, accuracy {acc[j]:.4f} at eps {levels[j]:g} vs {acc[i]:.4f} at eps "
+        f"{levels[i]:g}: rise {rise:+.4f}, allowed {allow:.4f} (sampling noise)"
+        if rise > 0 else f"on {n} samples, accuracy never rises with eps"
+    )
+    if revived:
+        detail += f"; {revived} sample(s) fooled at a smaller eps resisted a larger one"
+    return record("monotone", passed, detail + (f" ({note})" if note else ""))
+
+
+def unbounded(robust: int, n: int, what: str) -> dict:
+    """Check that ``robust`` of ``n`` samples surviving an unbounded attack is about zero."""
+    if n == 0:
+        return record("unbounded", None, "no clean-correct sample to attack")
+    allow = _allowance(0.0, n)
+    acc = robust / n
+    return record(
+        "unbounded", acc <= allow,
+        f"{what}: accuracy {acc:.4f} ({robust} of {n} samples), allowed {allow:.4f}",
+    )
+
+
+def farthest_eps(x: torch.Tensor, bounds, levels, norm: str) -> torch.Tensor:
+    """Per-sample budget (B,) that no valid input lies beyond: the ``norm`` distance to the
+    farthest corner of the bounds box; for unbounded data 10 times the largest of the eps
+    levels and of the samples' distances to their mean."""
+    if bounds is not None:
+        return lp.sample_norm(torch.maximum(x - bounds[0], bounds[1] - x), norm)
+    spread = float(lp.sample_norm(x - x.mean(dim=0, keepdim=True), norm).max())
+    return torch.full((x.shape[0],), 10.0 * max(max(levels), spread, 1e-3),
+                      device=x.device, dtype=x.dtype)
+
+
+def _positions(result) -> list[int] | None:
+    """Positions of a result's samples in its split, or None if they are unknown."""
+    if getattr(result, "indices", None) is not None:
+        return list(result.indices)
+    if result.subset is None or re.fullmatch(r"first \d+ samples", result.subset):
+        return list(range(result.n_samples))
+    return None
+
+
+def compare_attacks(strong, weak, *, label_strong: str = "", label_weak: str = "") -> dict:
+    """Check that ``strong`` (a white-box result) leaves no more samples robust than
+    ``weak`` (black-box or noise) beyond sampling noise, on their shared samples and eps."""
+    name = "whitebox_vs_blackbox"
+    ls, lw = label_strong or strong.attack, label_weak or weak.attack
+    if strong.norm != weak.norm or strong.split != weak.split:
+        return record(name, None, f"{ls} and {lw} differ in norm or split")
+    ps, pw = _positions(strong), _positions(weak)
+    if ps is None or pw is None:
+        return record(name, None, f"the samples of {ls} or {lw} are not recorded")
+    where_s = {p: k for k, p in enumerate(ps)}
+    shared = [(where_s[p], k) for k, p in enumerate(pw) if p in where_s]
+    levels = [e for e in weak.eps if e > 0 and e in strong.eps]
+    if not shared or not levels:
+        return record(name, None, f"{ls} and {lw} share no sample or positive eps")
+    cols_s = torch.tensor([a for a, _ in shared])
+    cols_w = torch.tensor([b for _, b in shared])
+    n = len(shared)
+    worst, beaten = None, 0
+    for e in levels:
+        rs = torch.tensor(strong.robust[strong.eps.index(e)])[cols_s]
+        rw = torch.tensor(weak.robust[weak.eps.index(e)])[cols_w]
+        beaten = max(beaten, int((rs & ~rw).sum()))
+        a_s, a_w = float(rs.float().mean()), float(rw.float().mean())
+        rise, allow = a_s - a_w, _allowance((a_s + a_w) / 2, n)
+        if worst is None or rise - allow > worst[0] - worst[1]:
+            worst = (rise, allow, e, a_s, a_w)
+    rise, allow, e, a_s, a_w = worst
+    detail = (
+        f"on {n} shared samples, worst eps {e:g}: {ls} accuracy {a_s:.4f}, {lw} accuracy "
+        f"{a_w:.4f}, allowed excess {allow:.4f}; at most {beaten} sample(s) at one eps "
+        f"fooled by {lw} but not by {ls}"
+    )
+    return record(name, rise <= allow, detail)
