@@ -440,10 +440,58 @@ def _classification_samples(run: Run, *, eps, n, steps, split, norm, seed) -> Fi
     return fig
 
 
-#: Sample-grid views by task type name. A task that needs another view (segmentation:
-#: image, true mask and predicted mask per noise level) registers a function with the
+def _segmentation_samples(run: Run, *, eps, n, steps, split, norm, seed) -> Figure:
+    """Fig. 12-14: per image two rows, the input and the predicted mask, one column per
+    noise level (clean first); the true mask is outlined on every prediction, and each
+    title gives the noise level and the image's Dice. The attacked input is each image's
+    lowest-Dice point under 100-PGD (both losses), as :func:`ima.evaluate` scores it."""
+    from .evaluation import segment_under_attack
+
+    data = run.dataset(split)
+    bounds = getattr(data, "bounds", (0.0, 1.0))
+    model, task = run.model, run.method.task
+    count = min(n, len(data))
+    x = torch.stack([data[i][0] for i in range(count)])
+    y = torch.stack([torch.as_tensor(data[i][1]) for i in range(count)])
+    levels = [0.0, *eps]
+    attacked = [
+        segment_under_attack(model, x, y, eps=e, norm=norm, steps=steps, bounds=bounds,
+                             task=task, seed=seed)
+        for e in levels
+    ]
+    classes = int(run.config["model"].get("num_classes", int(y.max()) + 1))
+    fig = _new_figure(1.7 * len(levels) + 0.4, 3.5 * count + 0.6)
+    axes = fig.subplots(2 * count, len(levels), squeeze=False)
+    for i in range(count):
+        truth = y[i].cpu().numpy()
+        for j, (e, a) in enumerate(zip(levels, attacked, strict=True)):
+            _show_image(axes[2 * i, j], a.x[i], bounds)
+            dice = float(a.dice[i])
+            axes[2 * i, j].set_title(f"eps={e:g}", fontsize=8)
+            ax = axes[2 * i + 1, j]
+            ax.imshow(a.prediction[i].cpu().numpy(), cmap="viridis", vmin=0,
+                      vmax=max(classes - 1, 1), interpolation="nearest")
+            ax.contour(truth > 0, levels=[0.5], colors="#ff7f0e", linewidths=0.8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            wrong = not dice > task.threshold
+            ax.set_title(f"Dice {dice:.2f}", fontsize=8, color="#d62728" if wrong else "black")
+        axes[2 * i, 0].set_ylabel(f"image {i}", fontsize=8)
+        axes[2 * i + 1, 0].set_ylabel("prediction", fontsize=8)
+    fig.suptitle(
+        f"{_label(run.dir)}: {split} images and predicted masks under {steps}-PGD "
+        f"({norm.upper()})\norange outline: true mask; red title: Dice <= {task.threshold:g}",
+        fontsize=9,
+    )
+    return fig
+
+
+#: Sample-grid views by task type name; a new task registers a function with the
 #: signature of :func:`_classification_samples` under its class name.
-SAMPLE_VIEWS = {"ClassificationTask": _classification_samples}
+SAMPLE_VIEWS = {
+    "ClassificationTask": _classification_samples,
+    "SegmentationTask": _segmentation_samples,
+}
 
 
 def plot_samples(run, *, eps=None, n: int = 8, steps: int = 100, split: str = "test",

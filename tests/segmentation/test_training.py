@@ -137,3 +137,22 @@ def test_ima_beats_plain_training_under_attack_on_shapes(tmp_path):
     assert ima.adi[0] >= ce.adi[0] - 0.02  # clean
     assert ima.adi[1] > ce.adi[1] + 0.05
     assert ima.tvdi[1] > ce.tvdi[1]
+
+
+def test_plot_samples_shows_images_and_masks_under_noise(tmp_path):
+    from PIL import Image
+
+    from ima.cli import main
+
+    config = tmp_path / "seg.yaml"
+    config.write_text(yaml.safe_dump(tiny("ce", epochs=1)))
+    run_dir = tmp_path / "seg-ce"
+    assert main(["train", "--config", str(config), "--out", str(run_dir), "--no-progress"]) == 0
+    out = tmp_path / "samples"
+    assert main(["plot", "samples", str(run_dir), "--eps", "0.5,2", "--n", "2",
+                 "--steps", "3", "--out", str(out)]) == 0
+    png = out.with_suffix(".png")
+    with Image.open(png) as image:
+        width, height = image.size
+    assert width > 300 and height > 400  # 3 columns; 2 rows (image, mask) per sample
+    assert out.with_suffix(".pdf").stat().st_size > 0
