@@ -1,7 +1,7 @@
 """Training methods, one file each, all behind the contract of :class:`Method`."""
 
 from .adv import VanillaAdversarial
-from .base import METHODS, Method, StepOutput, build_method
+from .base import METHODS, MarginMethod, Method, StepOutput, build_method
 from .ce import CrossEntropy
 from .ddn import DDNTraining
 from .fat import FAT
@@ -15,6 +15,7 @@ __all__ = [
     "GAIRAT",
     "IMA",
     "METHODS",
+    "MarginMethod",
     "MMA",
     "CrossEntropy",
     "DDNTraining",

@@ -12,7 +12,7 @@ from ..checks import check_bounds, check_int
 from ..registry import Registry
 from ..tasks import Task, get_task
 
-__all__ = ["METHODS", "Method", "StepOutput", "build_method"]
+__all__ = ["METHODS", "MarginMethod", "Method", "StepOutput", "build_method"]
 
 METHODS = Registry("method")
 
@@ -105,6 +105,22 @@ class Method:
     def load_state_dict(self, state: dict) -> None:
         if state:
             raise ValueError(f"method {self.name!r} has no state, got keys {sorted(state)}")
+
+
+class MarginMethod(Method):
+    """A method that keeps per-sample margins in ``self.margins`` (a MarginStore): the
+    store is updated at each epoch's end and is the method's whole state (IMA, MMA)."""
+
+    margins: Any = None
+
+    def end_epoch(self, epoch: int) -> dict[str, float]:
+        return self.margins.end_epoch()
+
+    def state_dict(self) -> dict:
+        return {"margins": self.margins.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.margins.load_state_dict(state["margins"])
 
 
 def build_method(name: str, **kwargs: Any) -> Method:

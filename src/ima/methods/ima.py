@@ -11,13 +11,13 @@ from .. import lp
 from ..attacks import bpgd
 from ..checks import check_int, check_real
 from ..margins import MarginStore
-from .base import METHODS, Method, StepOutput
+from .base import METHODS, MarginMethod, StepOutput
 
 __all__ = ["IMA"]
 
 
 @METHODS.register("ima")
-class IMA(Method):
+class IMA(MarginMethod):
     """IMA training: noisy samples on the decision boundary inside each sample's margin.
 
     Per batch (Algorithm 1): split the batch, in eval mode, into wrongly classified
@@ -96,12 +96,3 @@ class IMA(Method):
             "clean_correct": float(correct.float().mean()),
         }
         return StepOutput(loss, out.detach(), logs)
-
-    def end_epoch(self, epoch):
-        return self.margins.end_epoch()
-
-    def state_dict(self):
-        return {"margins": self.margins.state_dict()}
-
-    def load_state_dict(self, state):
-        self.margins.load_state_dict(state["margins"])

@@ -13,7 +13,7 @@ from ..attacks.boundary import bisect
 from ..checks import check_int, check_real
 from ..margins import DirectMarginStore
 from ..modes import eval_mode
-from .base import METHODS, Method, StepOutput
+from .base import METHODS, MarginMethod, StepOutput
 
 __all__ = ["MMA"]
 
@@ -24,7 +24,7 @@ SEARCH_REACH = 1.05
 
 
 @METHODS.register("mma")
-class MMA(Method):
+class MMA(MarginMethod):
     """MMA training: cross-entropy at each correct sample's nearest boundary point.
 
     Per batch, after splitting the batch in eval mode into misclassified and correctly
@@ -160,12 +160,3 @@ class MMA(Method):
                 ends = bisect(model, task, right[idx], wrong[idx], y[idx], c.n_binary)
                 wrong[idx] = ends[1]
         return found, wrong
-
-    def end_epoch(self, epoch):
-        return self.margins.end_epoch()
-
-    def state_dict(self):
-        return {"margins": self.margins.state_dict()}
-
-    def load_state_dict(self, state):
-        self.margins.load_state_dict(state["margins"])
