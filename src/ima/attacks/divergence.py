@@ -10,6 +10,7 @@ from ..checks import check_real
 from ..modes import eval_mode
 from ..tasks import Task
 from .base import AttackResult, check_attack_inputs
+from .gradient import ascend
 
 __all__ = ["kl_attack", "kl_divergence"]
 
@@ -64,21 +65,16 @@ def kl_attack(
     start_std = check_real("start_std", start_std, low=0.0)
     if step_size is None:
         step_size = alpha * eps / steps
-    step_size = lp.expand_as_batch(step_size, x)
     x = x.detach()
-    with eval_mode(model), torch.enable_grad():
+    with eval_mode(model):
         with torch.no_grad():
             clean = model(x)
         task.check_target(clean, y)
         noise = start_std * torch.randn_like(x)
-        x_adv = lp.clip_to_bounds(x + lp.project(noise, eps, norm, validate=False), bounds)
-        for _ in range(steps):
-            x_adv.requires_grad_(True)
-            divergence = kl_divergence(clean, model(x_adv)).sum()
-            grad = torch.autograd.grad(divergence, x_adv)[0]
-            x_adv = x_adv.detach() + step_size * lp.ascent_direction(grad, norm)
-            delta = lp.project(x_adv - x, eps, norm, validate=False)
-            x_adv = lp.clip_to_bounds(x + delta, bounds)
-        with torch.no_grad():
-            success = ~task.correct(model(x_adv), y)
-    return AttackResult(x_adv.detach(), success)
+        start = lp.clip_to_bounds(x + lp.project(noise, eps, norm, validate=False), bounds)
+        path = ascend(
+            model, task, x, y, start=start, eps=eps, step_size=step_size, norm=norm,
+            loss=None, steps=steps, bounds=bounds, stop_on_success=False,
+            objective=lambda out, ids: kl_divergence(clean[ids], out),
+        )
+    return AttackResult(path.x, path.fooled)

@@ -52,6 +52,7 @@ def ascend(
     bounds,
     stop_on_success: bool,
     tau: int = 0,
+    objective=None,
 ) -> Path:
     """Run ``steps`` PGD iterations from ``start``; the model must already be in eval mode.
 
@@ -60,6 +61,8 @@ def ascend(
     step, so stopping on success costs no extra forward pass. With ``stop_on_success`` a
     sample leaves the active set once it has been misclassified at ``tau + 1`` iterates
     (``tau = 0``: at its first misclassified iterate) and costs nothing more.
+    ``objective(output, ids)``, when given, replaces the task's loss: the per-sample value
+    to ascend for the active samples ``ids`` (TRADES' KL divergence, for example).
     """
     batch = x.shape[0]
     x_out = start.detach().clone()
@@ -80,7 +83,8 @@ def ascend(
                 task.check_target(out, yc)
             wrong = ~task.correct(out.detach(), yc)
             if not final:
-                grad = torch.autograd.grad(task.loss(out, yc, loss).sum(), cur)[0]
+                value = task.loss(out, yc, loss) if objective is None else objective(out, ids)
+                grad = torch.autograd.grad(value.sum(), cur)[0]
         xa = cur.detach()
         if final:
             fooled[ids] = wrong
