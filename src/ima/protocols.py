@@ -15,7 +15,8 @@ of ``ima evaluate``):
   sphere of radius eps), then clipped to the bounds.
 * ``gaussian-noise``: i.i.d. Gaussian noise (:func:`ima.lp.sample_gaussian`): for L2
   ``eps`` is its *expected L2 norm*; for Linf ``eps`` is the per-element standard
-  deviation; then clipped to the bounds.
+  deviation; each draw is projected onto the eps-ball (so, like every attack here, no
+  perturbation is larger than eps), then clipped to the bounds.
   Both noises: ``draws`` (10) independent draws per sample and level; a sample is robust
   at eps when it is clean-correct and every draw is classified correctly (worst case per
   sample). Levels are drawn independently (noise at one level says nothing about
@@ -263,11 +264,14 @@ class UniformNoiseProtocol(NoiseProtocol):
 
 class GaussianNoiseProtocol(NoiseProtocol):
     name, title = "gaussian-noise", "Gaussian noise"
-    sampling = ("i.i.d. Gaussian; L2: expected L2 norm eps, Linf: per-element standard "
-                "deviation eps; clipped to the bounds")
+    sampling = ("i.i.d. Gaussian (L2: expected L2 norm eps, Linf: per-element standard "
+                "deviation eps), projected onto the eps-ball, clipped to the bounds")
 
     def draw(self, x, eps, norm):
-        return lp.sample_gaussian(x, eps, norm)
+        # A Gaussian's norm exceeds eps about half the time (in low dimension by far);
+        # projecting onto the ball keeps every draw a perturbation of size at most eps,
+        # like the attacks it is compared with.
+        return lp.project(lp.sample_gaussian(x, eps, norm), eps, norm)
 
 
 class MinimalProtocol(Protocol):
