@@ -113,3 +113,29 @@ def dice_at_shift(s: float) -> float:
     tp = sum(g > s for g in SEG_FG_GAPS)
     fp = sum(g < s for g in SEG_BG_GAPS)
     return 2 * tp / (2 * tp + fp + (10 - tp))
+
+
+def gap_problem(n_per_class: int = 150, seed: int = 0):
+    """A linearly separable 2-D problem with a known gap.
+
+    Class 0 fills x1 in [-2, -0.5], class 1 fills x1 in [0.5, 2], x2 in [-1, 1]: the gap
+    is 1.0, its middle line is x1 = 0, and the nearest samples lie 0.5 from it.
+    """
+    g = torch.Generator().manual_seed(seed)
+    x1 = torch.cat([
+        -2 + 1.5 * torch.rand(n_per_class, generator=g),
+        0.5 + 1.5 * torch.rand(n_per_class, generator=g),
+    ])
+    x2 = -1 + 2 * torch.rand(2 * n_per_class, generator=g)
+    y = torch.cat([torch.zeros(n_per_class), torch.ones(n_per_class)]).long()
+    return torch.stack([x1, x2], 1), y
+
+
+def linear_geometry(model: torch.nn.Linear, x: torch.Tensor):
+    """For a two-class ``Linear`` model: the signed score f = logit1 - logit0 of ``x`` and
+    its exact L2 distance to the boundary f = 0."""
+    with torch.no_grad():
+        w = model.weight[1] - model.weight[0]
+        b = model.bias[1] - model.bias[0]
+        f = x @ w + b
+        return f, f.abs() / w.norm()

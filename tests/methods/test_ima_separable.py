@@ -11,6 +11,8 @@ import torch
 
 from ima.methods import build_method
 
+from analytic import gap_problem, linear_geometry
+
 N = 150  # per class
 EPOCHS = 40
 DELTA = 0.05
@@ -18,24 +20,8 @@ EPS_MAX = 2.0
 BATCH = 50
 
 
-def _data():
-    g = torch.Generator().manual_seed(0)
-    x1 = torch.cat([-2 + 1.5 * torch.rand(N, generator=g), 0.5 + 1.5 * torch.rand(N, generator=g)])
-    x2 = -1 + 2 * torch.rand(2 * N, generator=g)
-    return torch.stack([x1, x2], 1), torch.cat([torch.zeros(N), torch.ones(N)]).long()
-
-
-def _geometry(model, x):
-    """Signed score f = logit1 - logit0 and the exact distance of x to f = 0."""
-    with torch.no_grad():
-        w = model.weight[1] - model.weight[0]
-        b = model.bias[1] - model.bias[0]
-        f = x @ w + b
-        return f, f.abs() / w.norm()
-
-
 def test_ima_margins_grow_then_settle_at_half_the_gap():
-    x, y = _data()
+    x, y = gap_problem(N)
     nearest = (x[:, 0].abs() < 0.55)  # the samples within 0.05 of the gap's edges
     assert int(nearest.sum()) >= 4
     torch.manual_seed(0)
@@ -57,7 +43,7 @@ def test_ima_margins_grow_then_settle_at_half_the_gap():
         order = torch.randperm(len(x), generator=order_rng)
         for start in range(0, len(x), BATCH):
             i = order[start : start + BATCH]
-            f, d = _geometry(model, x[i])
+            f, d = linear_geometry(model, x[i])
             distance[i], correct[i] = d, (f > 0) == (y[i] == 1)
             out = method(model, x[i], y[i], i, epoch)
             opt.zero_grad()
@@ -84,7 +70,7 @@ def test_ima_margins_grow_then_settle_at_half_the_gap():
             expected_growth = expected_growth + DELTA
             assert torch.equal(after, expected_growth), f"epoch {epoch}"
 
-    f, distance = _geometry(model, x)
+    f, distance = linear_geometry(model, x)
     assert ((f > 0) == (y == 1)).all()
     margins = method.margins.margins
     # The nearest samples' margins settle near half the gap, far below eps_max; every

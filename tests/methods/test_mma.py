@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from ima.margins import DirectMarginStore
 from ima.methods import build_method
 
-from analytic import linear_problem
+from analytic import gap_problem, linear_geometry, linear_problem
 
 EPS_MAX = 0.15
 
@@ -83,22 +83,8 @@ GAP_EPS_MAX = 2.0
 BATCH = 50
 
 
-def _gap_data():
-    g = torch.Generator().manual_seed(0)
-    x1 = torch.cat([-2 + 1.5 * torch.rand(N, generator=g), 0.5 + 1.5 * torch.rand(N, generator=g)])
-    x2 = -1 + 2 * torch.rand(2 * N, generator=g)
-    return torch.stack([x1, x2], 1), torch.cat([torch.zeros(N), torch.ones(N)]).long()
-
-
-def _distance(model, x):
-    with torch.no_grad():
-        w = model.weight[1] - model.weight[0]
-        b = model.bias[1] - model.bias[0]
-        return (x @ w + b).abs() / w.norm()
-
-
 def test_mma_margins_grow_and_stop_at_the_boundary_not_at_eps_max():
-    x, y = _gap_data()
+    x, y = gap_problem(N)
     nearest = x[:, 0].abs() < 0.55
     torch.manual_seed(0)
     model = torch.nn.Linear(2, 2)
@@ -109,13 +95,13 @@ def test_mma_margins_grow_and_stop_at_the_boundary_not_at_eps_max():
                           eps_max=GAP_EPS_MAX)
     opt = torch.optim.Adam(model.parameters(), lr=0.02)
     order_rng = torch.Generator().manual_seed(1)
-    start_distance = _distance(model, x)
+    start_distance = linear_geometry(model, x)[1]
     for epoch in range(EPOCHS):
         distance = torch.empty(len(x))
         order = torch.randperm(len(x), generator=order_rng)
         for start in range(0, len(x), BATCH):
             i = order[start : start + BATCH]
-            distance[i] = _distance(model, x[i])
+            distance[i] = linear_geometry(model, x[i])[1]
             out = method(model, x[i], y[i], i, epoch)
             opt.zero_grad()
             out.loss.backward()
@@ -135,7 +121,7 @@ def test_mma_margins_grow_and_stop_at_the_boundary_not_at_eps_max():
     assert (margins[near1] > 0.4).all()
     assert ((margins[nearest] > 0.4) & (margins[nearest] < 0.65)).all(), margins[nearest]
     assert margins[nearest].max() < GAP_EPS_MAX / 2
-    assert _distance(model, x).min() > 0.4
+    assert linear_geometry(model, x)[1].min() > 0.4
 
 
 def test_direct_store_rule_and_state_round_trip():

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .. import lp
 from ..attacks import pgd
-from ..checks import check_int, check_real
-from .base import METHODS, Method, StepOutput
+from .base import METHODS, Method, StepOutput, check_attack_settings
 
 __all__ = ["VanillaAdversarial"]
 
@@ -33,10 +31,7 @@ class VanillaAdversarial(Method):
         alpha: float = 4.0
 
         def __post_init__(self):
-            check_real("eps", self.eps, low=0.0)
-            lp.check_norm(self.norm)
-            check_int("steps", self.steps, low=1)
-            check_real("alpha", self.alpha, low=0.0, low_open=True)
+            check_attack_settings(self)
 
     def __call__(self, model, x, y, index, epoch):
         c = self.config

@@ -8,11 +8,19 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..checks import check_bounds, check_int
+from .. import lp
+from ..checks import check_bounds, check_int, check_real
 from ..registry import Registry
 from ..tasks import Task, get_task
 
-__all__ = ["METHODS", "MarginMethod", "Method", "StepOutput", "build_method"]
+__all__ = [
+    "METHODS",
+    "MarginMethod",
+    "Method",
+    "StepOutput",
+    "build_method",
+    "check_attack_settings",
+]
 
 METHODS = Registry("method")
 
@@ -105,6 +113,23 @@ class Method:
     def load_state_dict(self, state: dict) -> None:
         if state:
             raise ValueError(f"method {self.name!r} has no state, got keys {sorted(state)}")
+
+
+def check_attack_settings(config) -> None:
+    """Validate the attack hyperparameters a method config has, whichever of ``eps``,
+    ``norm``, ``steps``, ``alpha``, ``step_size`` and ``random_start`` it defines."""
+    if hasattr(config, "eps"):
+        check_real("eps", config.eps, low=0.0)
+    if hasattr(config, "norm"):
+        lp.check_norm(config.norm)
+    if hasattr(config, "steps"):
+        check_int("steps", config.steps, low=1)
+    if hasattr(config, "alpha"):
+        check_real("alpha", config.alpha, low=0.0, low_open=True)
+    if getattr(config, "step_size", None) is not None:
+        check_real("step_size", config.step_size, low=0.0, low_open=True)
+    if hasattr(config, "random_start") and not isinstance(config.random_start, bool):
+        raise TypeError(f"random_start must be True or False, got {config.random_start!r}")
 
 
 class MarginMethod(Method):

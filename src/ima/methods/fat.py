@@ -5,10 +5,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from .. import lp
 from ..attacks import AttackResult, pgd
-from ..checks import check_int, check_real
-from .base import METHODS, Method, StepOutput
+from ..checks import check_int
+from .base import METHODS, Method, StepOutput, check_attack_settings
 from .observe import clean_logits
 
 __all__ = ["FAT"]
@@ -61,16 +60,7 @@ class FAT(Method):
         tau_adjust_epochs: tuple[int, ...] | None = None
 
         def __post_init__(self):
-            check_real("eps", self.eps, low=0.0)
-            lp.check_norm(self.norm)
-            check_int("steps", self.steps, low=1)
-            check_real("alpha", self.alpha, low=0.0, low_open=True)
-            if self.step_size is not None:
-                check_real("step_size", self.step_size, low=0.0, low_open=True)
-            if not isinstance(self.random_start, bool):
-                raise TypeError(
-                    f"random_start must be True or False, got {self.random_start!r}"
-                )
+            check_attack_settings(self)
             check_int("tau", self.tau, low=0)
             if self.tau_adjust_epochs is not None:
                 if not isinstance(self.tau_adjust_epochs, list | tuple):

@@ -8,10 +8,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .. import lp
 from ..attacks import AttackResult, pgd
 from ..checks import check_int, check_real
-from .base import METHODS, Method, StepOutput
+from .base import METHODS, Method, StepOutput, check_attack_settings
 from .observe import clean_logits
 
 __all__ = ["GAIRAT", "gair_weights"]
@@ -76,16 +75,7 @@ class GAIRAT(Method):
         begin_epoch: int | None = None
 
         def __post_init__(self):
-            check_real("eps", self.eps, low=0.0)
-            lp.check_norm(self.norm)
-            check_int("steps", self.steps, low=1)
-            check_real("alpha", self.alpha, low=0.0, low_open=True)
-            if self.step_size is not None:
-                check_real("step_size", self.step_size, low=0.0, low_open=True)
-            if not isinstance(self.random_start, bool):
-                raise TypeError(
-                    f"random_start must be True or False, got {self.random_start!r}"
-                )
+            check_attack_settings(self)
             check_real("lam", self.lam)
             if self.begin_epoch is not None:
                 check_int("begin_epoch", self.begin_epoch, low=1)

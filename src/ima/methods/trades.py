@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .. import lp
 from ..attacks import kl_attack, kl_divergence
-from ..checks import check_int, check_real
-from .base import METHODS, Method, StepOutput
+from ..checks import check_real
+from .base import METHODS, Method, StepOutput, check_attack_settings
 
 __all__ = ["TRADES"]
 
@@ -51,13 +50,8 @@ class TRADES(Method):
         step_size: float | None = None
 
         def __post_init__(self):
-            check_real("eps", self.eps, low=0.0)
+            check_attack_settings(self)
             check_real("beta", self.beta, low=0.0)
-            lp.check_norm(self.norm)
-            check_int("steps", self.steps, low=1)
-            check_real("alpha", self.alpha, low=0.0, low_open=True)
-            if self.step_size is not None:
-                check_real("step_size", self.step_size, low=0.0, low_open=True)
 
     def __call__(self, model, x, y, index, epoch):
         c = self.config
