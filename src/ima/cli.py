@@ -70,6 +70,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="default: data.eval_batch_size")
     p.add_argument("--seed", type=int, default=0, help="seed of the random starts")
     p.add_argument("--threads", type=int, help="number of torch threads")
+    p.add_argument("--device", default="auto",
+                   help="where the model and attacks run (default auto: CUDA when available)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"),
+                   help="autocast precision of the model's forward pass (default: "
+                   "eval.precision, fp32); attack arithmetic stays in fp32")
+    p.add_argument("--channels-last", action="store_true", default=None,
+                   help="run the model in the channels_last memory format")
+    p.add_argument("--compile", action="store_true", default=None,
+                   help="torch.compile the model")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_evaluate)
 
@@ -100,16 +109,40 @@ def _parse_eps(text: str) -> list[float]:
 
 
 def _evaluate(args) -> int:
+    from . import distributed
+    from .training import select_device
+
+    ctx = distributed.init(select_device(args.device))
+    try:
+        return _evaluate_in(args, ctx)
+    finally:
+        distributed.finish(ctx)
+
+
+def _evaluate_in(args, ctx) -> int:
+    """``ima evaluate`` in one process of ``ctx.world`` (torchrun shards the batches)."""
     import torch
 
+    from .acceleration import Accelerated, accelerate
     from .evaluation import EvaluationResult, evaluate, result_path
     from .report import robustness_table
     from .runs import load_run
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    elif ctx.active:
+        torch.set_num_threads(1)
+    device = ctx.device
     run = load_run(args.run_dir, epoch=args.epoch)
     e = run.config["eval"]
+    net = accelerate(
+        run.model.to(device),
+        precision=args.precision or e["precision"],
+        channels_last=args.channels_last if args.channels_last is not None
+        else e["channels_last"],
+        compile=args.compile if args.compile is not None else e["compile"],
+        device=device,
+    )
     split = args.split or e["split"]
     attack = args.attack or e["attack"]
     per_class = args.per_class
@@ -132,7 +165,7 @@ def _evaluate(args) -> int:
         except (ValueError, TypeError) as err:
             logging.getLogger(__name__).debug("skipping %s: %s", path, err)
     result = evaluate(
-        run.model, run.dataset(split),
+        net, run.dataset(split),
         eps=_parse_eps(args.eps) if args.eps else e["eps"],
         norm=args.norm or e["norm"],
         attack=attack,
@@ -148,7 +181,13 @@ def _evaluate(args) -> int:
         checks=not args.no_checks,
         check_samples=args.check_samples,
         references=references,
+        ctx=ctx if ctx.active else None,
     )
+    if not ctx.is_main:
+        return 0
+    if isinstance(net, Accelerated):
+        result.params = {**result.params, "precision": net.precision,
+                         "channels_last": net.channels_last}
     path = result_path(run.dir, result)
     result.save(path)
     labelled = [(run.dir.resolve().name, result)]

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from .acceleration import PRECISIONS
 from .checks import check_choice, check_int, check_real
 from .data import DATASETS
 from .lp import check_norm
@@ -57,6 +58,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "device": "auto",
         "val_split": "val",
         "iterations_per_epoch": None,
+        "precision": "fp32",
+        "channels_last": False,
+        "compile": False,
     },
     "eval": {
         "attack": "pgd",
@@ -65,6 +69,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "steps": 100,
         "split": "test",
         "max_samples": None,
+        "precision": "fp32",
+        "channels_last": False,
+        "compile": False,
     },
 }
 
@@ -165,6 +172,8 @@ def resolve_config(raw: dict) -> dict:
     if train["iterations_per_epoch"] is not None:
         check_int("train.iterations_per_epoch", train["iterations_per_epoch"], low=1)
 
+    _check_speed_options("train", train)
+
     optim = _fixed("optim", sections["optim"])
     check_choice("optim.name", optim["name"], OPTIMIZERS)
     check_real("optim.lr", optim["lr"], low=0.0, low_open=True)
@@ -180,6 +189,7 @@ def resolve_config(raw: dict) -> dict:
     check_int("eval.steps", evals["steps"], low=1)
     if evals["max_samples"] is not None:
         check_int("eval.max_samples", evals["max_samples"], low=1)
+    _check_speed_options("eval", evals)
 
     out = {}
     for s, registry in (("data", DATASETS), ("model", MODELS)):
@@ -201,6 +211,14 @@ def resolve_config(raw: dict) -> dict:
     out["method"] = {"name": name, **_as_plain(config)}
     out["optim"], out["train"], out["eval"] = optim, train, evals
     return out
+
+
+def _check_speed_options(section: str, values: dict) -> None:
+    """precision, channels_last and compile (see :mod:`ima.acceleration`)."""
+    check_choice(f"{section}.precision", values["precision"], tuple(PRECISIONS))
+    for key in ("channels_last", "compile"):
+        if not isinstance(values[key], bool):
+            raise TypeError(f"{section}.{key} must be true or false, got {values[key]!r}")
 
 
 def _as_plain(config) -> dict:

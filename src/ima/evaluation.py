@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from . import lp, sanity
+from . import distributed, lp, sanity
 from .attacks import pgd
 from .attacks.external import INSTALL_HINT, have_art
 from .checks import check_bounds, check_int, check_real
@@ -237,6 +237,7 @@ def evaluate(
     checks: bool = True,
     check_samples: int = 100,
     references=(),
+    ctx=None,
 ) -> EvaluationResult:
     """Accuracy of ``model`` under an attack (100-PGD by default) at each noise level of
     ``eps`` (L2 or Linf).
@@ -265,6 +266,9 @@ def evaluate(
     warning); references: results of other attacks on the same data (a sequence, or a
     mapping from a label such as the file name to a result) for the white-box versus
     black-box check.
+    ctx: the :class:`ima.distributed.Context` of a torchrun process group: each process
+    attacks every ``world``-th batch and all get the whole result (the random starts are
+    seeded per batch, so the result does not depend on the number of processes).
     """
     protocol = get_protocol(attack)
     lp.check_norm(norm)
@@ -319,15 +323,12 @@ def evaluate(
 
     began = time.perf_counter()
     device = _model_device(model)
+    rank, world = (0, 1) if ctx is None else (ctx.rank, ctx.world)
     generator_state = torch.get_rng_state()
-    torch.manual_seed(seed)
-    robust_chunks = []
-    per_loss_chunks = {loss: [] for loss in losses} if attack == "pgd" else {}
-    label_chunks, radii_chunks, extra_chunks, kept = [], [], {}, []
+    parts: dict[int, dict] = {}  # this process's batches, by position in the data
+    kept, n = [], 0
     num_classes = None
     segmentation = isinstance(task, SegmentationTask)
-    overlap_chunks = []
-    n = 0
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -336,50 +337,65 @@ def evaluate(
                    unit="sample")
     try:
         with eval_mode(model):
-            for x, y in _batches(data, batch_size):
+            for position, (x, y) in enumerate(_batches(data, batch_size)):
                 if max_samples is not None and n >= max_samples:
                     break
                 if max_samples is not None:
                     x, y = x[: max_samples - n], y[: max_samples - n]
+                n += len(y)
+                if checks and sum(len(c[1]) for c in kept) < check_samples:
+                    room = check_samples - sum(len(c[1]) for c in kept)
+                    kept.append((x[:room].to(device), y[:room].to(device)))
+                if position % world != rank:
+                    continue  # another process's batch
+                # seeded per batch: the same result whatever the number of processes
+                torch.manual_seed(seed * 1_000_003 + position)
                 x, y = x.to(device), y.to(device)
+                part = {}
                 if attack != "pgd":
                     outcome = protocol.run(model, x, y, levels, setting)
-                    alive, per_loss = outcome.robust, outcome.per_loss
-                    if outcome.radii is not None:
-                        radii_chunks.append(outcome.radii)
-                    for key, value in outcome.extra.items():
-                        extra_chunks.setdefault(key, []).append(value)
+                    part["robust"], part["per_loss"] = outcome.robust, outcome.per_loss
+                    part["radii"], part["extra"] = outcome.radii, outcome.extra
                 elif segmentation:
-                    alive, per_loss, overlap = _segmentation_robustness(
-                        model, x, y, levels, norm, steps, losses, random_start, bounds, task
-                    )
-                    overlap_chunks.append(overlap)
+                    part["robust"], part["per_loss"], part["overlap"] = (
+                        _segmentation_robustness(model, x, y, levels, norm, steps, losses,
+                                                 random_start, bounds, task))
                 else:
-                    alive, per_loss = _robustness(model, x, y, levels, norm, steps, losses,
-                                                  random_start, bounds, task)
-                robust_chunks.append(alive)
-                for loss, value in per_loss.items():
-                    per_loss_chunks.setdefault(loss, []).append(value)
+                    part["robust"], part["per_loss"] = _robustness(
+                        model, x, y, levels, norm, steps, losses, random_start, bounds, task)
                 if _class_labels(y):
-                    label_chunks.append(y.cpu())
+                    part["labels"] = y.cpu()
                     if num_classes is None:
                         with torch.no_grad():
                             num_classes = model(x[:1]).shape[1]
-                if checks and sum(len(c[1]) for c in kept) < check_samples:
-                    room = check_samples - sum(len(c[1]) for c in kept)
-                    kept.append((x[:room], y[:room]))
-                n += len(y)
+                parts[position] = _to_cpu(part)
                 if bar is not None:
-                    bar.update(len(y))
-            robust = torch.cat(robust_chunks, dim=1) if robust_chunks else None
+                    bar.update(len(y) * world)
+            if ctx is not None and ctx.active:
+                gathered = distributed.gather_objects((parts, num_classes), ctx)
+                parts = {k: v for share, _ in gathered for k, v in share.items()}
+                num_classes = next((c for _, c in gathered if c is not None), None)
+            ordered = [parts[k] for k in sorted(parts)]
+            robust = torch.cat([p["robust"] for p in ordered], dim=1) if ordered else None
+            radii_chunks = [p["radii"] for p in ordered if p.get("radii") is not None]
             radii = torch.cat(radii_chunks) if radii_chunks else None
             found = []
-            if checks and robust is not None:
+            if checks and robust is not None and rank == 0:
+                torch.manual_seed(seed)
                 found = _sanity(protocol, model, setting, levels, kept, robust, radii)
     finally:
         torch.set_rng_state(generator_state)
         if bar is not None:
             bar.close()
+    per_loss_chunks = {loss: [] for loss in losses} if attack == "pgd" else {}
+    extra_chunks: dict[str, list] = {}
+    for p in ordered:
+        for loss, value in p["per_loss"].items():
+            per_loss_chunks.setdefault(loss, []).append(value)
+        for key, value in (p.get("extra") or {}).items():
+            extra_chunks.setdefault(key, []).append(value)
+    overlap_chunks = [p["overlap"] for p in ordered if "overlap" in p]
+    label_chunks = [p["labels"] for p in ordered if "labels" in p]
     if n == 0:
         raise ValueError("data holds no samples to evaluate")
 
@@ -413,7 +429,7 @@ def evaluate(
                for k, v in extra_chunks.items()},
         checks=found,
     )
-    if label_chunks and len(label_chunks) == len(robust_chunks):
+    if label_chunks and len(label_chunks) == len(ordered):
         labels = torch.cat(label_chunks)
         result.labels = labels.tolist()
         for key, value in _per_class(robust, labels, num_classes).items():
@@ -425,6 +441,17 @@ def evaluate(
         ", ".join(f"eps {e:g}: {a:.4f}" for e, a in zip(levels, accuracy, strict=True)),
     )
     return result
+
+
+def _to_cpu(value):
+    """Tensors (in dicts, lists and tuples) moved to the CPU, to gather and concatenate."""
+    if isinstance(value, torch.Tensor):
+        return value.cpu()
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_to_cpu(v) for v in value)
+    return value
 
 
 def _class_labels(y: torch.Tensor) -> bool:

@@ -81,6 +81,26 @@ class MarginStore:
         found, else expand to ``E + delta_eps`` (all tensors (B,))."""
         return torch.where(crossed, (distance + current) / 2, current + self.delta_eps)
 
+    def pending_updates(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The updates recorded this epoch and not yet applied: new margins (NaN where
+        none was recorded) and whether each grew, both (num_samples,)."""
+        return self._pending.clone(), self._expanded.clone()
+
+    def absorb(self, pending: torch.Tensor, expanded: torch.Tensor) -> None:
+        """Take over another store's recorded updates (from :meth:`pending_updates`),
+        overriding this store's where both recorded a sample: how the processes of a
+        distributed run combine their records at the end of an epoch."""
+        pending = torch.as_tensor(pending, dtype=torch.float32).cpu()
+        expanded = torch.as_tensor(expanded, dtype=torch.bool).cpu()
+        if pending.shape != self._pending.shape or expanded.shape != self._pending.shape:
+            raise ValueError(
+                f"updates for {pending.numel()} samples cannot join a store of "
+                f"{self.num_samples}"
+            )
+        got = ~torch.isnan(pending)
+        self._pending[got] = pending[got]
+        self._expanded[got] = expanded[got]
+
     def end_epoch(self) -> dict[str, float]:
         """Apply the epoch's recorded updates, clip to ``[0, eps_max]``; return statistics."""
         updated = ~torch.isnan(self._pending)

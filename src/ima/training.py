@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from . import assemble, runs
+from . import assemble, distributed, runs
+from .acceleration import accelerate
 from .config import apply_overrides, load_config, resolve_config, save_config
 from .data import ArrayDataset
 from .modes import eval_mode
@@ -50,19 +51,30 @@ def epoch_order(n: int, seed: int, epoch: int, length: int | None = None) -> tor
     return torch.cat([torch.randperm(n, generator=g) for _ in range(passes)])[:length]
 
 
-def batches(dataset: Dataset, batch_size: int, *, order=None, num_workers: int = 0, device="cpu"):
+def batches(
+    dataset: Dataset, batch_size: int, *, order=None, num_workers: int = 0, device="cpu",
+    shard: tuple[int, int] = (0, 1),
+):
     """Yield ``(x, y, index)`` batches on ``device`` in the given sample order.
 
     ``order``: the dataset positions to visit (default: all, in order; it may be shorter
     or longer than the dataset and repeat positions, as epochs of a fixed number of
-    iterations do). In-memory datasets are sliced directly (no per-item Python overhead);
-    other datasets go through a DataLoader. Yielded indices are those the dataset reports.
+    iterations do). ``shard=(rank, world)``: cut each batch of ``batch_size`` positions
+    into ``world`` near-equal contiguous parts and yield part ``rank`` (a process's share
+    of a global batch under torchrun; see :func:`ima.distributed.shard_batches`).
+    In-memory datasets are sliced directly (no per-item Python overhead); other datasets
+    go through a DataLoader (``num_workers`` worker processes, pinned memory on CUDA).
+    Yielded indices are those the dataset reports.
     """
     order = torch.arange(len(dataset)) if order is None else order
+    rank, world = shard
+    parts = [
+        torch.tensor_split(order[start:stop], world)[rank]
+        for start, stop in distributed.shard_batches(len(order), batch_size, world)
+    ]
     pin = torch.device(device).type == "cuda"
     if isinstance(dataset, ArrayDataset):
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
+        for idx in parts:
             yield (
                 dataset.x[idx].to(device, non_blocking=pin),
                 dataset.y[idx].to(device, non_blocking=pin),
@@ -70,22 +82,28 @@ def batches(dataset: Dataset, batch_size: int, *, order=None, num_workers: int =
             )
         return
     loader = DataLoader(
-        dataset, batch_size=batch_size, sampler=order.tolist(), num_workers=num_workers,
-        pin_memory=pin,
+        dataset, batch_sampler=[p.tolist() for p in parts], num_workers=num_workers,
+        pin_memory=pin, persistent_workers=False,
     )
     for x, y, index in loader:
-        yield x.to(device), y.to(device), torch.as_tensor(index).to(device)
+        yield (x.to(device, non_blocking=pin), y.to(device, non_blocking=pin),
+               torch.as_tensor(index).to(device))
 
 
 @torch.no_grad()
-def clean_accuracy(model, dataset, *, batch_size=512, device="cpu", task=None) -> float:
-    """Accuracy of ``model`` on the clean samples of ``dataset``, in eval mode."""
+def clean_accuracy(model, dataset, *, batch_size=512, device="cpu", task=None,
+                   ctx: distributed.Context | None = None) -> float:
+    """Accuracy of ``model`` on the clean samples of ``dataset``, in eval mode; under
+    torchrun (``ctx``) each process counts its share and the counts are summed."""
     task = get_task(task)
+    shard = (0, 1) if ctx is None else (ctx.rank, ctx.world)
     correct = total = 0
     with eval_mode(model):
-        for x, y, _ in batches(dataset, batch_size, device=device):
+        for x, y, _ in batches(dataset, batch_size, device=device, shard=shard):
             correct += int(task.correct(model(x), y).sum())
             total += len(y)
+    if ctx is not None:
+        correct, total = distributed.all_sum([correct, total], ctx)
     return correct / max(total, 1)
 
 
@@ -172,13 +190,34 @@ def train(
         config = load_config(config, overrides)
     else:
         config = resolve_config(apply_overrides(config, overrides))
-    if not resume:
-        runs.prepare_run_dir(out_dir, overwrite=overwrite, check_only=True)
 
+    ctx = distributed.init(select_device(config["train"]["device"]))
+    try:
+        if not resume and ctx.is_main:
+            runs.prepare_run_dir(out_dir, overwrite=overwrite, check_only=True)
+        _train(config, out_dir, ctx, resume=resume, overwrite=overwrite, progress=progress,
+               init_from=init_from)
+        distributed.barrier(ctx)
+    finally:
+        distributed.finish(ctx)
+    return runs.load_run(out_dir)
+
+
+def _grad_scaler():
+    """Loss scaling for fp16 training (torch.amp.GradScaler; torch.cuda.amp before 2.3)."""
+    if hasattr(torch.amp, "GradScaler"):
+        return torch.amp.GradScaler("cuda")
+    return torch.cuda.amp.GradScaler()
+
+
+def _train(config, out_dir: Path, ctx, *, resume, overwrite, progress, init_from) -> None:
+    """The body of :func:`train` in one process (of ``ctx.world``)."""
     t = config["train"]
     if t["threads"] is not None:
         torch.set_num_threads(t["threads"])
-    device = select_device(t["device"])
+    elif ctx.active:
+        torch.set_num_threads(1)  # one thread per process: oversubscribed cores crawl
+    device = ctx.device
     torch.manual_seed(t["seed"])
 
     # Build everything before touching the run folder: a config whose data, model or
@@ -189,12 +228,14 @@ def train(
     model = assemble.make_model(config).to(device)
     method = assemble.make_method(config, train_set)
     optimizer, scheduler = assemble.make_optimizer(config, model)
+    scaler = _grad_scaler() if t["precision"] == "fp16" else None
     resuming = resume and runs.checkpoint_path(out_dir).is_file()
     if init_from is not None and not resuming:
         _load_init_weights(model, init_from, device)
-    if not resume:
+    if not resume and ctx.is_main:
         runs.prepare_run_dir(out_dir, overwrite=overwrite)
         save_config(config, out_dir / runs.CONFIG_FILE)
+    distributed.barrier(ctx)
 
     start, rows = 0, []
     if resuming:
@@ -203,31 +244,43 @@ def train(
         optimizer.load_state_dict(ckpt["optimizer"])
         if scheduler is not None:
             scheduler.load_state_dict(_scheduler_state_from_plain(ckpt["scheduler"]))
+        if scaler is not None and ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
         method.load_state_dict(ckpt["method"])
         _set_rng_state(ckpt["rng"])
         start = int(ckpt["epoch"])
         rows = [r for r in runs.read_metrics(out_dir) if int(r["epoch"]) <= start]
         logger.info("resuming %s after epoch %d", out_dir, start)
+    if ctx.active:
+        distributed.broadcast_parameters(model, ctx)
+    # `net` runs the model (attacks, losses); `model` holds the weights that are saved.
+    net = accelerate(model, precision=t["precision"], channels_last=t["channels_last"],
+                     compile=t["compile"], device=device)
 
     bar = None
-    if progress:
+    if progress and ctx.is_main:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=t["epochs"], initial=start, desc=str(out_dir.name), unit="epoch")
     batch_size = config["data"]["batch_size"]
     for epoch in range(start, t["epochs"]):
         began = time.perf_counter()
+        if ctx.active:
+            # each process its own random starts, reproducible for a given (seed, epoch)
+            torch.manual_seed((t["seed"] * 1_000_003 + epoch) * 1009 + ctx.rank)
         model.train()
         sums: dict[str, float] = {}
         seen = correct = 0
         iterations = t.get("iterations_per_epoch")
         length = None if iterations is None else iterations * batch_size
         order = epoch_order(len(train_set), t["seed"], epoch, length)
-        for x, y, index in batches(
+        spans = distributed.shard_batches(len(order), batch_size, ctx.world)
+        stream = batches(
             train_set, batch_size, order=order, num_workers=config["data"]["num_workers"],
-            device=device,
-        ):
-            out = method(model, x, y, index, epoch)
+            device=device, shard=(ctx.rank, ctx.world),
+        )
+        for (x, y, index), (lo, hi) in zip(stream, spans, strict=True):
+            out = method(net, x, y, index, epoch)
             loss_value = float(out.loss.detach())
             if not math.isfinite(loss_value):
                 raise FloatingPointError(
@@ -235,14 +288,29 @@ def train(
                     "lower optim.lr or check the data"
                 )
             optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            optimizer.step()
+            (out.loss if scaler is None else scaler.scale(out.loss)).backward()
+            if ctx.active:
+                distributed.sync_gradients(model, len(y) / (hi - lo), ctx)
+            if scaler is None:
+                optimizer.step()
+            else:
+                scaler.step(optimizer)
+                scaler.update()
+            if ctx.active:
+                distributed.broadcast_buffers(model, ctx)
             n = len(y)
             seen += n
             correct += int(method.task.correct(out.logits, y).sum())
             sums["loss"] = sums.get("loss", 0.0) + loss_value * n
             for k, v in out.logs.items():
                 sums[k] = sums.get(k, 0.0) + float(v) * n
+        if ctx.active:
+            keys = sorted(sums)
+            seen, correct, *totals = distributed.all_sum(
+                [seen, correct] + [sums[k] for k in keys], ctx
+            )
+            sums = dict(zip(keys, totals, strict=True))
+            distributed.sync_margins(method, ctx)
         method_stats = method.end_epoch(epoch)
         lr = optimizer.param_groups[0]["lr"]
         if scheduler is not None:
@@ -250,8 +318,8 @@ def train(
         row = {"epoch": epoch + 1, "loss": sums.pop("loss") / seen, "train_acc": correct / seen}
         if val_set is not None:
             row["val_acc"] = clean_accuracy(
-                model, val_set, batch_size=config["data"]["eval_batch_size"], device=device,
-                task=method.task,
+                net, val_set, batch_size=config["data"]["eval_batch_size"], device=device,
+                task=method.task, ctx=ctx if ctx.active else None,
             )
         row["lr"] = lr
         row.update({k: v / seen for k, v in sums.items()})
@@ -259,29 +327,34 @@ def train(
         row["time_s"] = time.perf_counter() - began
         rows.append(row)
 
-        payload = {
-            "epoch": epoch + 1,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": _scheduler_state_to_plain(scheduler),
-            "method": method.state_dict(),
-            "rng": _rng_state(),
-            "config": config,
-        }
-        # Metrics before the checkpoint: a crash between the two writes then leaves a
-        # metrics row that resuming drops and redoes, never a checkpointed epoch whose
-        # row is missing for good.
-        _write_metrics(out_dir, rows)
-        runs.save_checkpoint(runs.checkpoint_path(out_dir), payload)
-        if (epoch + 1) % t["save_every"] == 0 or epoch + 1 == t["epochs"]:
-            runs.save_checkpoint(runs.checkpoint_path(out_dir, epoch + 1), payload)
-        logger.info(
-            "epoch %d/%d %s", epoch + 1, t["epochs"],
-            " ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"),
-        )
+        if ctx.is_main:
+            _save_epoch(out_dir, rows, t, epoch, {
+                "epoch": epoch + 1,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": _scheduler_state_to_plain(scheduler),
+                "scaler": None if scaler is None else scaler.state_dict(),
+                "method": method.state_dict(),
+                "rng": _rng_state(),
+                "config": config,
+            })
+            logger.info(
+                "epoch %d/%d %s", epoch + 1, t["epochs"],
+                " ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"),
+            )
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{row['loss']:.3f}", val=f"{row.get('val_acc', 0):.3f}")
     if bar is not None:
         bar.close()
-    return runs.load_run(out_dir)
+
+
+def _save_epoch(out_dir: Path, rows: list[dict], t: dict, epoch: int, payload: dict) -> None:
+    """Write metrics.csv, checkpoint.pt and, every ``save_every`` epochs, a kept copy."""
+    # Metrics before the checkpoint: a crash between the two writes then leaves a
+    # metrics row that resuming drops and redoes, never a checkpointed epoch whose
+    # row is missing for good.
+    _write_metrics(out_dir, rows)
+    runs.save_checkpoint(runs.checkpoint_path(out_dir), payload)
+    if (epoch + 1) % t["save_every"] == 0 or epoch + 1 == t["epochs"]:
+        runs.save_checkpoint(runs.checkpoint_path(out_dir, epoch + 1), payload)
