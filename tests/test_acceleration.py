@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import tiny_config
 
+from helpers import tiny_config
 from ima import load_config, pgd, train
 from ima.acceleration import Accelerated, accelerate
 from ima.models import build_model

@@ -7,7 +7,17 @@ from contextlib import contextmanager
 
 import torch
 
-__all__ = ["eval_mode"]
+__all__ = ["eval_mode", "mode_free"]
+
+# torch.nn layers that compute the same in training and eval mode need no listing; these
+# are the ones that do not (batch statistics, dropout).
+_MODE_DEPENDENT = (
+    torch.nn.modules.batchnorm._BatchNorm,
+    torch.nn.modules.dropout._DropoutNd,
+    torch.nn.AlphaDropout,
+    torch.nn.FeatureAlphaDropout,
+    torch.nn.RNNBase,
+)
 
 
 @contextmanager
@@ -24,3 +34,20 @@ def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
     finally:
         for m, training in modes:
             m.training = training
+
+
+def mode_free(model: torch.nn.Module) -> bool:
+    """Whether ``model`` computes the same in training and eval mode, so that one forward
+    pass can serve both (IMA's clean pass). True only when every submodule is a torch.nn
+    or ``ima`` class without mode-dependent behaviour (no batch norm with running
+    statistics, no dropout): a user's own module class may branch on ``self.training``,
+    so it makes the answer False.
+    """
+    for m in model.modules():
+        if isinstance(m, _MODE_DEPENDENT):
+            return False
+        if isinstance(m, torch.nn.modules.instancenorm._InstanceNorm) and m.track_running_stats:
+            return False
+        if not type(m).__module__.startswith(("torch.nn.", "ima.", "torch._dynamo.")):
+            return False
+    return True

@@ -5,7 +5,7 @@ import torch
 
 from ima import ddn, lp, pgd
 
-from analytic import linear_problem
+from analytic import RowCounter, linear_problem
 
 EPS = 0.2  # PGD's fixed budget; every nearest boundary point lies inside [0, 1]
 
@@ -80,6 +80,21 @@ def test_never_fooled_returns_x_and_misclassified_returns_x_with_success(problem
     far[:5] = False
     assert not r.success[far].any()
     assert torch.equal(r.x[far], x[far])
+
+
+def test_samples_misclassified_at_the_start_cost_no_pass_after_the_first(problem):
+    model, x, y, _ = problem
+    y = y.clone()
+    y[:7] = 1 - y[:7]
+    counter = RowCounter(model)
+    steps = 10
+    r = ddn(counter, x, y, steps=steps)
+    b = len(y)
+    assert counter.rows == b + steps * (b - 7)  # iteration 0 for all, then the correct ones
+    assert r.success[:7].all() and torch.equal(r.x[:7], x[:7])
+    plain = ddn(model, x[7:], y[7:], steps=steps)  # the rest are searched as if alone
+    assert torch.allclose(r.x[7:], plain.x, atol=1e-6)
+    assert torch.equal(r.success[7:], plain.success)
 
 
 def test_unbounded_data_and_mode_and_gradients_untouched(problem):

@@ -28,6 +28,7 @@ def bpgd(
     random_start: bool = True,
     bounds=(0.0, 1.0),
     task: Task | None = None,
+    clean_output: torch.Tensor | None = None,
 ) -> AttackResult:
     """Find a point on the decision boundary inside each sample's ``eps``-ball (Algorithm 3).
 
@@ -44,7 +45,9 @@ def bpgd(
     samples those are, so a caller can pass a whole batch and use BPGD's own split (as
     IMA's Algorithm 1 does). A sample costs no forward or backward pass after its first
     misclassified iterate.
-    eps: float or (B,) tensor (IMA passes its per-sample margins).
+    eps: float or (B,) tensor (IMA passes its per-sample margins). clean_output: the
+    model's eval-mode output on ``x`` when the caller already has it (IMA's training pass
+    of a model that computes the same in both modes); it replaces the clean pass.
     """
     task, eps, bounds, step_size = check_attack_inputs(
         x, y, eps=eps, norm=norm, steps=steps, bounds=bounds, task=task, loss=loss,
@@ -57,8 +60,13 @@ def bpgd(
     out_x = x.clone()
     success = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
     with eval_mode(model):
-        with torch.no_grad():
-            clean_out = model(x)
+        if clean_output is None:
+            with torch.no_grad():
+                clean_out = model(x)
+        else:
+            clean_out = clean_output.detach()
+            if clean_out.shape[0] != x.shape[0]:
+                raise ValueError(f"clean_output has {clean_out.shape[0]} rows, x {x.shape[0]}")
         task.check_target(clean_out, y)
         clean_correct = task.correct(clean_out, y)
         idx = clean_correct.nonzero().squeeze(1)

@@ -87,23 +87,33 @@ def ddn(
     best = x.clone()
     best_norm = torch.full_like(eps, math.inf)
     clean_correct = None
+    # Working set: a sample misclassified at the start has its answer (norm 0) and leaves
+    # it after iteration 0; every other sample searches for all the steps.
+    ids = torch.arange(batch, device=x.device)
+    xs, ys = x, y
     with eval_mode(model):
         for k in range(steps + 1):
             final = k == steps
-            cur = (x + delta).requires_grad_(not final)
+            cur = (xs + delta).requires_grad_(not final)
             with torch.set_grad_enabled(not final):
                 out = model(cur)
                 if k == 0:
-                    task.check_target(out, y)
-                wrong = ~task.correct(out.detach(), y)
+                    task.check_target(out, ys)
+                wrong = ~task.correct(out.detach(), ys)
                 if not final:
-                    grad = torch.autograd.grad(task.loss(out, y).sum(), cur)[0]
+                    grad = torch.autograd.grad(task.loss(out, ys).sum(), cur)[0]
+            length = lp.sample_norm(delta, "l2")
+            better = wrong & (length < best_norm[ids])
+            best_norm[ids] = torch.where(better, length, best_norm[ids])
+            best[ids] = torch.where(lp.expand_as_batch(better, xs), cur.detach(), best[ids])
             if k == 0:
                 clean_correct = ~wrong
-            length = lp.sample_norm(delta, "l2")
-            better = wrong & (length < best_norm)
-            best_norm = torch.where(better, length, best_norm)
-            best = torch.where(lp.expand_as_batch(better, x), cur.detach(), best)
+                if wrong.any():
+                    keep = ~wrong
+                    ids, xs, ys, eps, cap = ids[keep], xs[keep], ys[keep], eps[keep], cap[keep]
+                    delta, grad, wrong = delta[keep], grad[keep], wrong[keep]
+                    if ids.numel() == 0:
+                        break
             if final:
                 break
             anneal = _ANNEAL_FLOOR + (1 - _ANNEAL_FLOOR) * (1 + math.cos(math.pi * k / steps)) / 2
@@ -112,8 +122,8 @@ def ddn(
             # Rescale onto the sphere of radius eps (up or down, unlike a projection); a
             # zero delta (zero gradient from the start) stays zero.
             length = lp.sample_norm(delta, "l2").clamp_min(torch.finfo(x.dtype).tiny)
-            delta = delta * lp.expand_as_batch(eps / length, x)
-            delta = lp.clip_to_bounds(x + delta, bounds) - x
+            delta = delta * lp.expand_as_batch(eps / length, xs)
+            delta = lp.clip_to_bounds(xs + delta, bounds) - xs
 
         success = torch.isfinite(best_norm)
         if max_norm is not None:

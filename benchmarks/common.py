@@ -1,0 +1,39 @@
+"""Shared bits of the benchmarks: the machine line, timing with device synchronisation."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+
+import torch
+
+
+def machine(device: torch.device, threads: int | None = None) -> str:
+    """One line naming the machine a benchmark ran on."""
+    if device.type == "cuda":
+        where = torch.cuda.get_device_name(device)
+    else:
+        where = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    threads = torch.get_num_threads() if threads is None else threads
+    return f"machine: {where}; torch {torch.__version__}; {threads} torch threads"
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device: torch.device):
+    """(seconds, result) of ``fn()``, synchronising the device before and after."""
+    sync(device)
+    began = time.perf_counter()
+    result = fn()
+    sync(device)
+    return time.perf_counter() - began, result
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
