@@ -11,21 +11,16 @@ samples that crossed, and saves every step after a sample's crossing.
 from __future__ import annotations
 
 import argparse
-import platform
-import time
 
 import torch
+from common import machine, pick_device, timed
 
 from ima import assemble, bpgd, load_run, pgd
 
 
-def timed(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        began = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - began)
-    return min(times), result
+def best_of(fn, repeats, device):
+    runs = [timed(fn, device) for _ in range(repeats)]
+    return min(t for t, _ in runs), runs[-1][1]
 
 
 def main(argv=None):
@@ -37,23 +32,26 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    device = pick_device(args.device)
 
     run = load_run(args.run_dir)
     data = run.dataset("train")
     x, y, _ = next(iter(torch.utils.data.DataLoader(data, batch_size=args.batch_size)))
+    x, y = x.to(device), y.to(device)
     bounds = assemble.data_bounds(data)
-    model = run.model
+    model = run.model.to(device)
     levels = args.eps or [run.config["method"].get("eps_max", 0.3)]
-    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{args.threads} threads; model {run.config['model']['name']}, batch {len(y)}, "
-          f"{args.steps} steps")
+    print(machine(device, args.threads) + f"; model {run.config['model']['name']}, "
+          f"batch {len(y)}, {args.steps} steps")
     for eps in levels:
         common = {"eps": eps, "steps": args.steps, "bounds": bounds}
-        t_pgd, r_pgd = timed(lambda c=common: pgd(model, x, y, **c), args.repeats)
-        t_es, _ = timed(lambda c=common: pgd(model, x, y, early_stop=True, **c), args.repeats)
-        t_b, r_b = timed(lambda c=common: bpgd(model, x, y, **c), args.repeats)
+        t_pgd, r_pgd = best_of(lambda c=common: pgd(model, x, y, **c), args.repeats, device)
+        t_es, _ = best_of(lambda c=common: pgd(model, x, y, early_stop=True, **c), args.repeats,
+                           device)
+        t_b, r_b = best_of(lambda c=common: bpgd(model, x, y, **c), args.repeats, device)
         print(f"eps {eps:g}: crossed {float(r_b.success.float().mean()):.2f} of the batch; "
               f"pgd {1000 * t_pgd:.1f} ms, pgd early-stop {1000 * t_es:.1f} ms, "
               f"bpgd {1000 * t_b:.1f} ms; ratio bpgd / pgd = {t_b / t_pgd:.3f}")

@@ -14,22 +14,23 @@ from __future__ import annotations
 
 import argparse
 import copy
-import platform
 import time
 
 import torch
+from common import machine, pick_device, sync
 
 from ima import assemble, load_run
 from ima.methods import build_method
 from ima.training import batches, epoch_order
 
 
-def time_epoch(method, model, config, train_set, epoch, max_batches):
+def time_epoch(method, model, config, train_set, epoch, max_batches, device):
     model = copy.deepcopy(model).train()
     optimizer, _ = assemble.make_optimizer(config, model)
     order = epoch_order(len(train_set), config["train"]["seed"], epoch)
+    sync(device)
     began = time.perf_counter()
-    stream = batches(train_set, config["data"]["batch_size"], order=order)
+    stream = batches(train_set, config["data"]["batch_size"], order=order, device=device)
     for i, (x, y, index) in enumerate(stream):
         if max_batches and i >= max_batches:
             break
@@ -37,6 +38,7 @@ def time_epoch(method, model, config, train_set, epoch, max_batches):
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         optimizer.step()
+    sync(device)
     return time.perf_counter() - began
 
 
@@ -47,10 +49,13 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--max-batches", type=int, default=0, help="0 = the whole epoch")
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    device = pick_device(args.device)
 
     run = load_run(args.run_dir)
+    run.model.to(device)
     if run.config["method"]["name"] != "ima":
         parser.error("RUN_DIR must be an IMA run (its margins set the realistic state)")
     config, train_set = run.config, run.dataset("train")
@@ -61,8 +66,7 @@ def main(argv=None):
         norm=c["norm"], steps=c["steps"], alpha=c["alpha"],
     )
     stats = run.method.margins.stats()
-    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{args.threads} threads; run {args.run_dir} after {run.epoch} epochs")
+    print(machine(device, args.threads) + f"; run {args.run_dir} after {run.epoch} epochs")
     print(f"margins: mean {stats['margin_mean']:.4f}, median {stats['margin_median']:.4f}, "
           f"max {stats['margin_max']:.4f} (eps_max {c['eps_max']}); adv eps {adv.config.eps}")
     times = {"ima": [], "adv": []}
@@ -71,7 +75,7 @@ def main(argv=None):
         for name in (("ima", "adv") if r % 2 == 0 else ("adv", "ima")):
             method = copy.deepcopy(run.method) if name == "ima" else adv
             times[name].append(time_epoch(method, run.model, config, train_set, run.epoch,
-                                          args.max_batches))
+                                          args.max_batches, device))
     best = {k: min(v) for k, v in times.items()}
     for k in ("ima", "adv"):
         print(f"{k:>4}: epoch {best[k]:.2f} s (best of {args.repeats}: "
