@@ -139,3 +139,12 @@ def linear_geometry(model: torch.nn.Linear, x: torch.Tensor):
         b = model.bias[1] - model.bias[0]
         f = x @ w + b
         return f, f.abs() / w.norm()
+
+
+def small_net(seed=0):
+    """A small non-linear 3-class network on 6 inputs (tanh MLP)."""
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(
+        torch.nn.Linear(6, 32), torch.nn.Tanh(), torch.nn.Linear(32, 32), torch.nn.Tanh(),
+        torch.nn.Linear(32, 3),
+    )

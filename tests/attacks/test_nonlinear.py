@@ -5,15 +5,9 @@ import torch
 
 from ima import bpgd, lp, pgd
 
+from analytic import small_net
+
 EPS, STEPS, ALPHA, N_BINARY = 0.3, 20, 4.0, 10
-
-
-def small_net(seed=0):
-    torch.manual_seed(seed)
-    return torch.nn.Sequential(
-        torch.nn.Linear(6, 32), torch.nn.Tanh(), torch.nn.Linear(32, 32), torch.nn.Tanh(),
-        torch.nn.Linear(32, 3),
-    )
 
 
 @pytest.fixture

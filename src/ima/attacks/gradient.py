@@ -37,6 +37,16 @@ def random_start_point(x: torch.Tensor, eps: torch.Tensor, norm: str, bounds) ->
     return lp.clip_to_bounds(x + lp.sample_ball(x, eps, norm), bounds)
 
 
+#: How often (in iterations) the working set is checked for samples that left it, and
+#: the fraction of it that must have left before it is compacted, per device type. On the
+#: CPU compute dominates, so every finished sample is dropped at once. On a GPU each check
+#: is a host synchronisation and each compaction a dozen small kernels, which cost more
+#: than the rows they save until a good part of the set has left.
+_CHECK_EVERY = {"cpu": 1}
+_COMPACT_FRACTION = {"cpu": 0.0}
+_GPU_CHECK_EVERY, _GPU_COMPACT_FRACTION = 4, 0.25
+
+
 def ascend(
     model: torch.nn.Module,
     task: Task,
@@ -53,27 +63,51 @@ def ascend(
     stop_on_success: bool,
     tau: int = 0,
     objective=None,
+    check_every: int | None = None,
+    compact_fraction: float | None = None,
 ) -> Path:
     """Run ``steps`` PGD iterations from ``start``; the model must already be in eval mode.
 
-    Each iteration does one forward pass on the samples still active; its output both
-    decides whether the current iterate is adversarial and gives the gradient for the next
-    step, so stopping on success costs no extra forward pass. With ``stop_on_success`` a
-    sample leaves the active set once it has been misclassified at ``tau + 1`` iterates
-    (``tau = 0``: at its first misclassified iterate) and costs nothing more.
+    Each iteration does one forward pass on the working set; its output both decides
+    whether the current iterate is adversarial and gives the gradient for the next step,
+    so stopping on success costs no extra forward pass. With ``stop_on_success`` a sample
+    leaves once it has been misclassified at ``tau + 1`` iterates (``tau = 0``: at its
+    first misclassified iterate): its result is fixed then, and it is dropped from the
+    working set at the next check (every ``check_every`` iterations) once at least
+    ``compact_fraction`` of the set has left (defaults per device type: on the CPU every
+    iteration, at once; on a GPU every 4 iterations, a quarter). Results do not depend
+    on these two settings.
     ``objective(output, ids)``, when given, replaces the task's loss: the per-sample value
-    to ascend for the active samples ``ids`` (TRADES' KL divergence, for example).
+    to ascend for the working-set samples ``ids`` (TRADES' KL divergence, for example).
     """
     batch = x.shape[0]
+    kind = x.device.type
+    if check_every is None:
+        check_every = _CHECK_EVERY.get(kind, _GPU_CHECK_EVERY)
+    if compact_fraction is None:
+        compact_fraction = _COMPACT_FRACTION.get(kind, _GPU_COMPACT_FRACTION)
     x_out = start.detach().clone()
     fooled = torch.zeros(batch, dtype=torch.bool, device=x.device)
     correct_steps = torch.zeros(batch, dtype=torch.long, device=x.device)
     last_correct = x.detach().clone() if stop_on_success else None
-    # The working set holds only the samples still attacked; it is compacted when a sample
-    # leaves, so a step over an unchanged set costs no gather or scatter.
+    # The working set: every sample still attacked plus those that left since the last
+    # compaction (``gone``), whose results wait in rec_x / rec_prev until they are written
+    # out; recording them with torch.where needs no host synchronisation.
     ids = torch.arange(batch, device=x.device)
     cur, x0, yc, eps_c, step_c, prev = start.detach(), x.detach(), y, eps, step_size, x.detach()
     budget = torch.full((batch,), tau, dtype=torch.long, device=x.device)
+    gone = torch.zeros(batch, dtype=torch.bool, device=x.device)
+    rec_x = rec_prev = None
+    if stop_on_success:
+        rec_x, rec_prev = x_out.clone(), prev.clone()
+
+    def write_out(mask):
+        """Store the results of the working-set samples ``mask`` that left."""
+        done = ids[mask]
+        fooled[done] = True
+        x_out[done] = rec_x[mask]
+        last_correct[done] = rec_prev[mask]
+
     for i in range(steps + 1):
         final = i == steps
         cur.requires_grad_(not final)
@@ -87,25 +121,32 @@ def ascend(
                 grad = torch.autograd.grad(value.sum(), cur)[0]
         xa = cur.detach()
         if final:
-            fooled[ids] = wrong
-            x_out[ids] = xa
+            live = ~gone
+            fooled[ids[live]] = wrong[live]
+            x_out[ids[live]] = xa[live]
             if stop_on_success:
-                last_correct[ids[wrong]] = prev[wrong]
+                last_correct[ids[live & wrong]] = prev[live & wrong]
+                write_out(gone)
             break
-        correct_steps[ids] += (~wrong).long()
+        correct_steps[ids] += (~wrong & ~gone).long()
         if stop_on_success:
-            leave = wrong & (budget[ids] == 0)
-            budget[ids[wrong]] -= 1
-            if leave.any():
-                done = ids[leave]
-                fooled[done] = True
-                x_out[done] = xa[leave]
-                last_correct[done] = prev[leave]
-                keep = ~leave
-                ids, xa, grad, x0, yc = ids[keep], xa[keep], grad[keep], x0[keep], yc[keep]
-                eps_c, step_c, prev, wrong = eps_c[keep], step_c[keep], prev[keep], wrong[keep]
-                if ids.numel() == 0:
+            leave = wrong & (budget == 0) & ~gone
+            budget = budget - wrong.long()
+            rec_x = torch.where(lp.expand_as_batch(leave, xa), xa, rec_x)
+            rec_prev = torch.where(lp.expand_as_batch(leave, xa), prev, rec_prev)
+            gone = gone | leave
+            if (i + 1) % check_every == 0:
+                left = int(gone.sum())
+                if left == ids.numel():
+                    write_out(gone)
                     break
+                if left and left >= compact_fraction * ids.numel():
+                    write_out(gone)
+                    keep = ~gone
+                    ids, xa, grad, x0, yc = ids[keep], xa[keep], grad[keep], x0[keep], yc[keep]
+                    eps_c, step_c, prev, wrong = eps_c[keep], step_c[keep], prev[keep], wrong[keep]
+                    budget, rec_x, rec_prev = budget[keep], rec_x[keep], rec_prev[keep]
+                    gone = gone[keep]
             prev = torch.where(lp.expand_as_batch(wrong, xa), prev, xa)
         step = lp.expand_as_batch(step_c, xa) * lp.ascent_direction(grad, norm)
         delta = lp.project(xa + step - x0, eps_c, norm, validate=False)

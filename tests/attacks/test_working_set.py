@@ -1,0 +1,68 @@
+"""The working set's check interval and compaction threshold (CPU: every iteration, at
+once; GPU: every 4 iterations, a quarter) change the cost only, never the results (up to
+the last bit of float32: a matrix product over a different number of rows may round
+differently)."""
+
+import pytest
+import torch
+
+from ima import bpgd, pgd
+from ima.attacks import gradient
+from ima.attacks.divergence import kl_attack
+
+from analytic import RowCounter, small_net
+
+
+@pytest.fixture
+def problem():
+    net = small_net()
+    g = torch.Generator().manual_seed(1)
+    x = 0.2 + 0.6 * torch.rand(300, 6, generator=g)
+    with torch.no_grad():
+        y = net(x).argmax(1)
+    return net, x, y
+
+
+def _runs(net, x, y):
+    out = {}
+    for name, call in {
+        "pgd-stop": lambda: pgd(net, x, y, eps=0.3, early_stop=True),
+        "pgd-tau": lambda: pgd(net, x, y, eps=0.3, early_stop=True, tau=2),
+        "pgd-last": lambda: pgd(net, x, y, eps=0.3, loss="margin"),
+        "bpgd": lambda: bpgd(net, x, y, eps=torch.linspace(0.05, 0.5, len(x))),
+        "kl": lambda: kl_attack(net, x, y, eps=0.3, steps=5),
+    }.items():
+        torch.manual_seed(0)
+        out[name] = call()
+    return out
+
+
+@pytest.mark.parametrize(("every", "fraction"), [(4, 0.25), (3, 0.9), (50, 0.0)])
+def test_lazy_compaction_gives_the_results_of_eager_compaction(problem, monkeypatch, every,
+                                                               fraction):
+    net, x, y = problem
+    eager = _runs(net, x, y)
+    monkeypatch.setitem(gradient._CHECK_EVERY, "cpu", every)
+    monkeypatch.setitem(gradient._COMPACT_FRACTION, "cpu", fraction)
+    lazy = _runs(net, x, y)
+    for name, a in eager.items():
+        b = lazy[name]
+        if isinstance(a, torch.Tensor):
+            assert torch.allclose(a, b, rtol=0, atol=1e-6), name
+            continue
+        assert torch.allclose(a.x, b.x, rtol=0, atol=1e-6), name
+        assert torch.equal(a.success, b.success), name
+        if a.correct_steps is not None:
+            assert torch.equal(a.correct_steps, b.correct_steps), name
+    assert 0.2 < float(eager["pgd-stop"].success.float().mean()) < 0.9  # a real mix
+
+
+def test_lazy_compaction_still_drops_finished_samples(problem, monkeypatch):
+    net, x, y = problem
+    monkeypatch.setitem(gradient._CHECK_EVERY, "cpu", 4)
+    monkeypatch.setitem(gradient._COMPACT_FRACTION, "cpu", 0.25)
+    counter = RowCounter(net)
+    torch.manual_seed(0)
+    r = pgd(counter, x, y, eps=0.3, early_stop=True, steps=20)
+    assert 0.2 < float(r.success.float().mean()) < 0.9
+    assert counter.rows < 0.9 * 21 * len(y)
