@@ -6,11 +6,11 @@ predictions so that every sample starts correctly classified and BPGD attacks th
 batch; IMA's margins are set to ``--margin`` (a sample crosses when its boundary lies
 within it). Both methods take real optimizer steps on copies of the same model.
 
-Outside fraction: every forward pass of the IMA steps is recorded (rows, gradient or
-not) and replayed on the bare model, with a backward pass where the step had one; one
-minus replay time over step time is the share of attack bookkeeping, bisection logic,
-margin updates and launch gaps. The replay's backward computes input and weight
-gradients, so the fraction is a lower bound.
+Outside fraction: every forward pass of the IMA steps is recorded (rows; whether it was
+an attack pass, taking the gradient with respect to the input, a training pass, whose
+loss is back-propagated into the weights, or a pass without gradient) and replayed on the
+bare model with the same kind of backward pass; one minus replay time over step time is
+the share of attack bookkeeping, bisection, margin updates and launch gaps.
 
     python benchmarks/method_throughput.py --model fashion_cnn --device cuda [--precision bf16]
 """
@@ -31,16 +31,20 @@ SHAPES = {"fashion_cnn": (1, 28, 28), "svhn_cnn": (3, 32, 32), "wrn_28_4": (3, 3
           "digits_cnn": (1, 8, 8)}
 
 
-class Recorder(torch.nn.Module):
-    """Passes through to ``model`` and records (rows, grad enabled) of every call."""
+def record_calls(model):
+    """Record (rows, kind) of every forward call of ``model`` (a hook, so the model stays
+    what the method sees); kind is "input" (attack gradient), "weights" (training pass)
+    or None (no gradient). Returns the list and the hook handle."""
+    calls = []
 
-    def __init__(self, model):
-        super().__init__()
-        self.model, self.calls = model, []
+    def hook(module, inputs):
+        x = inputs[0]
+        kind = None
+        if torch.is_grad_enabled():
+            kind = "input" if x.requires_grad else "weights"
+        calls.append((x.shape[0], kind))
 
-    def forward(self, x):
-        self.calls.append((x.shape[0], torch.is_grad_enabled()))
-        return self.model(x)
+    return calls, model.register_forward_pre_hook(hook)
 
 
 def run_steps(method, net, model, x, y, index, steps):
@@ -53,12 +57,14 @@ def run_steps(method, net, model, x, y, index, steps):
 
 
 def replay(net, calls, shape, device):
-    for rows, grad in calls:
-        x = torch.rand(rows, *shape, device=device, requires_grad=grad)
-        with torch.set_grad_enabled(grad):
-            out = net(x)
-            if grad:
-                out.float().sum().backward()
+    for rows, kind in calls:
+        x = torch.rand(rows, *shape, device=device, requires_grad=kind == "input")
+        with torch.set_grad_enabled(kind is not None):
+            out = net(x).float().sum()
+            if kind == "input":
+                torch.autograd.grad(out, x)
+            elif kind == "weights":
+                out.backward()
 
 
 def main(argv=None):
@@ -110,13 +116,13 @@ def main(argv=None):
     print(f"epoch-time ratio ima / adv = {rates['adv'] / rates['ima']:.3f}")
 
     m, copy_ = method("ima"), copy.deepcopy(model)
-    net = Recorder(accelerate(copy_, precision=args.precision,
-                              channels_last=args.channels_last, device=device))
+    net = accelerate(copy_, precision=args.precision, channels_last=args.channels_last,
+                     device=device)
     run_steps(m, net, copy_, x, y, index, 1)  # warm-up
-    net.calls.clear()
+    calls, handle = record_calls(net)
     t_steps, _ = timed(lambda: run_steps(m, net, copy_, x, y, index, args.steps), device)
-    calls = list(net.calls)
-    t_model, _ = timed(lambda: replay(net.model, calls, shape, device), device)
+    handle.remove()
+    t_model, _ = timed(lambda: replay(net, list(calls), shape, device), device)
     rows = sum(r for r, _ in calls) / args.steps
     print(f"IMA: {len(calls) / args.steps:.1f} forward calls and {rows:.0f} rows per step; "
           f"model forward/backward {t_model:.3f} s of {t_steps:.3f} s: "
