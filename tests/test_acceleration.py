@@ -14,6 +14,7 @@ import torch
 from helpers import tiny_config
 from ima import load_config, pgd, train
 from ima.acceleration import Accelerated, accelerate
+from ima.data import ArrayDataset
 from ima.models import build_model
 from ima.training import batches
 
@@ -150,3 +151,23 @@ def test_cuda_fp16_training_with_loss_scaling(tmp_path):
     assert abs(plain.metrics()[-1]["val_acc"] - fast.metrics()[-1]["val_acc"]) <= 0.05
     x, _, _ = next(batches(fast.dataset("train"), 8))
     assert torch.isfinite(fast.model(x)).all()
+
+
+def test_in_memory_data_stays_on_the_cpu_for_cpu_training():
+    x, y = _digits_like(n=10)
+    ds = ArrayDataset(x, y, num_classes=10, name="d", split="train")
+    assert ds.resident("cpu")[0] is ds.x
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
+def test_in_memory_data_is_copied_to_the_gpu_once_and_sliced_there():
+    x, y = _digits_like(n=100)
+    ds = ArrayDataset(x, y, num_classes=10, name="d", split="train")
+    first = ds.resident("cuda")
+    assert first[0].is_cuda and ds.resident("cuda")[0] is first[0]
+    order = torch.randperm(100)
+    for (xg, yg, ig), (xc, yc, ic) in zip(batches(ds, 32, order=order, device="cuda"),
+                                          batches(ds, 32, order=order), strict=True):
+        assert xg.is_cuda and torch.equal(xg.cpu(), xc) and torch.equal(yg.cpu(), yc)
+        assert torch.equal(ig.cpu(), ic)

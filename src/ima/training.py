@@ -62,8 +62,9 @@ def batches(
     iterations do). ``shard=(rank, world)``: cut each batch of ``batch_size`` positions
     into ``world`` near-equal contiguous parts and yield part ``rank`` (a process's share
     of a global batch under torchrun; see :func:`ima.distributed.shard_batches`).
-    In-memory datasets are sliced directly (no per-item Python overhead); other datasets
-    go through a DataLoader (``num_workers`` worker processes, pinned memory on CUDA).
+    In-memory datasets are sliced directly (no per-item Python overhead), on the GPU from
+    a copy kept there (:meth:`ima.data.ArrayDataset.resident`); other datasets go through
+    a DataLoader (``num_workers`` worker processes, pinned memory on CUDA).
     Yielded indices are those the dataset reports.
     """
     order = torch.arange(len(dataset)) if order is None else order
@@ -74,12 +75,10 @@ def batches(
     ]
     pin = torch.device(device).type == "cuda"
     if isinstance(dataset, ArrayDataset):
+        xs, ys = dataset.resident(device)
         for idx in parts:
-            yield (
-                dataset.x[idx].to(device, non_blocking=pin),
-                dataset.y[idx].to(device, non_blocking=pin),
-                idx.to(device),
-            )
+            rows = idx.to(xs.device)
+            yield xs[rows].to(device), ys[rows].to(device), idx.to(device)
         return
     loader = DataLoader(
         dataset, batch_sampler=[p.tolist() for p in parts], num_workers=num_workers,

@@ -104,6 +104,23 @@ class ArrayDataset(Dataset):
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
+    #: Largest dataset (bytes of x and y) that :meth:`resident` keeps on an accelerator.
+    RESIDENT_LIMIT = 4 * 2**30
+
+    def resident(self, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x, y)`` on ``device``, copied there once and kept (a GPU then slices its
+        batches without a host-to-device copy per batch); on the CPU, or when the data
+        exceed :attr:`RESIDENT_LIMIT`, the CPU tensors themselves."""
+        device = torch.device(device)
+        size = self.x.nbytes + self.y.nbytes
+        if device.type == "cpu" or size > self.RESIDENT_LIMIT:
+            return self.x, self.y
+        cached = getattr(self, "_resident", None)
+        if cached is None or cached[0].device != device:
+            cached = (self.x.to(device), self.y.to(device))
+            self._resident = cached
+        return cached
+
     def __getitem__(self, i) -> tuple[torch.Tensor, torch.Tensor, int]:
         n = len(self)
         index = operator.index(i)
