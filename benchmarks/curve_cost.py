@@ -67,6 +67,7 @@ def main(argv=None):
     print(f"run {args.run_dir}; {args.max_samples} samples of {e['split']}; "
           f"100-PGD ({e['norm']}, CE and margin loss) at eps {levels}")
 
+    evaluate(model, data, eps=levels, **{**common, "max_samples": 16})  # warm-up
     t_curve, curve = timed(lambda: evaluate(model, data, eps=levels, **common), device)
     t_each, single, t_std, std = 0.0, [], 0.0, []
     task = run.method.task

@@ -65,6 +65,7 @@ def main(argv=None):
           f"step eps/10, batch {args.batch_size}")
     print("| eps | ours acc | ART acc | ours s | ART s | ART / ours |")
     print("|---|---|---|---|---|---|")
+    pgd(model, x[:16], y[:16], eps=levels[0], norm=e["norm"], steps=5, bounds=bounds)  # warm-up
     for eps in levels:
         def ours(eps=eps):
             robust = []

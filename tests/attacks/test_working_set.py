@@ -66,3 +66,21 @@ def test_lazy_compaction_still_drops_finished_samples(problem, monkeypatch):
     r = pgd(counter, x, y, eps=0.3, early_stop=True, steps=20)
     assert 0.2 < float(r.success.float().mean()) < 0.9
     assert counter.rows < 0.9 * 21 * len(y)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_default_lazy_compaction_gives_the_results_of_eager_compaction(problem, monkeypatch):
+    net, x, y = problem
+    net, x, y = net.cuda(), x.cuda(), y.cuda()
+    lazy = _runs(net, x, y)  # the GPU default: every 4 iterations, a quarter
+    monkeypatch.setitem(gradient._CHECK_EVERY, "cuda", 1)
+    monkeypatch.setitem(gradient._COMPACT_FRACTION, "cuda", 0.0)
+    eager = _runs(net, x, y)
+    for name, a in eager.items():
+        b = lazy[name]
+        if isinstance(a, torch.Tensor):
+            assert torch.allclose(a, b, rtol=0, atol=1e-5), name
+            continue
+        assert torch.allclose(a.x, b.x, rtol=0, atol=1e-5), name
+        assert (a.success != b.success).sum() <= 1, name

@@ -115,6 +115,8 @@ class ArrayDataset(Dataset):
         size = self.x.nbytes + self.y.nbytes
         if device.type == "cpu" or size > self.RESIDENT_LIMIT:
             return self.x, self.y
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())  # "cuda" = "cuda:0"
         cached = getattr(self, "_resident", None)
         if cached is None or cached[0].device != device:
             cached = (self.x.to(device), self.y.to(device))
