@@ -37,3 +37,21 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def add_run_arguments(parser, *, max_samples: int = 500) -> None:
+    """RUN_DIR, --max-samples, --device and --threads, shared by the run benchmarks."""
+    parser.add_argument("run_dir")
+    parser.add_argument("--max-samples", type=int, default=max_samples)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=2)
+
+
+def open_run(args):
+    """Set the threads; return (device, run, its model on the device in eval mode)."""
+    from ima import load_run
+
+    torch.set_num_threads(args.threads)
+    device = pick_device(args.device)
+    run = load_run(args.run_dir)
+    return device, run, run.model.to(device).eval()

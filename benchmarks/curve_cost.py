@@ -19,9 +19,9 @@ from __future__ import annotations
 import argparse
 
 import torch
-from common import machine, pick_device, timed
+from common import add_run_arguments, machine, open_run, timed
 
-from ima import evaluate, load_run, pgd
+from ima import evaluate, pgd
 from ima.training import batches
 
 
@@ -47,17 +47,10 @@ def standard_pgd(model, data, eps, norm, steps, losses, task, batch_size, max_sa
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir")
+    add_run_arguments(parser)
     parser.add_argument("--levels", type=int, default=5, help="the first K nonzero eval.eps")
-    parser.add_argument("--max-samples", type=int, default=500)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    device = pick_device(args.device)
-
-    run = load_run(args.run_dir)
-    model = run.model.to(device)
+    device, run, model = open_run(args)
     e = run.config["eval"]
     levels = [x for x in e["eps"] if x > 0][: args.levels]
     data = run.dataset(e["split"])

@@ -17,9 +17,9 @@ import argparse
 
 import numpy as np
 import torch
-from common import machine, pick_device, timed
+from common import add_run_arguments, machine, open_run, timed
 
-from ima import load_run, pgd
+from ima import pgd
 from ima.training import batches
 
 
@@ -41,18 +41,12 @@ def art_pgd(model, x, y, eps, norm, steps, batch_size, bounds, classes):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir")
+    add_run_arguments(parser)
     parser.add_argument("--eps", type=float, nargs="+", help="default: 2 of eval.eps")
-    parser.add_argument("--max-samples", type=int, default=500)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=250)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    device = pick_device(args.device)
-    run = load_run(args.run_dir)
-    model = run.model.to(device).eval()
+    device, run, model = open_run(args)
     e = run.config["eval"]
     levels = args.eps or [x for x in e["eps"] if x > 0][1:3]
     data = run.dataset(e["split"])

@@ -148,3 +148,14 @@ def small_net(seed=0):
         torch.nn.Linear(6, 32), torch.nn.Tanh(), torch.nn.Linear(32, 32), torch.nn.Tanh(),
         torch.nn.Linear(32, 3),
     )
+
+
+def small_problem(n=300):
+    """``small_net()`` with ``n`` inputs in [0.2, 0.8]^6 labelled by the net itself, so
+    every sample starts correctly classified."""
+    net = small_net()
+    g = torch.Generator().manual_seed(1)
+    x = 0.2 + 0.6 * torch.rand(n, 6, generator=g)
+    with torch.no_grad():
+        y = net(x).argmax(1)
+    return net, x, y

@@ -5,19 +5,14 @@ import torch
 
 from ima import bpgd, lp, pgd
 
-from analytic import small_net
+from analytic import small_problem
 
 EPS, STEPS, ALPHA, N_BINARY = 0.3, 20, 4.0, 10
 
 
 @pytest.fixture
 def problem():
-    net = small_net()
-    g = torch.Generator().manual_seed(1)
-    x = 0.2 + 0.6 * torch.rand(300, 6, generator=g)
-    with torch.no_grad():
-        y = net(x).argmax(1)  # every sample starts correctly classified
-    return net, x, y
+    return small_problem()
 
 
 def pgd_path(net, x, y, norm):

@@ -10,17 +10,12 @@ from ima import bpgd, pgd
 from ima.attacks import gradient
 from ima.attacks.divergence import kl_attack
 
-from analytic import RowCounter, small_net
+from analytic import RowCounter, small_problem
 
 
 @pytest.fixture
 def problem():
-    net = small_net()
-    g = torch.Generator().manual_seed(1)
-    x = 0.2 + 0.6 * torch.rand(300, 6, generator=g)
-    with torch.no_grad():
-        y = net(x).argmax(1)
-    return net, x, y
+    return small_problem()
 
 
 def _runs(net, x, y):
@@ -37,6 +32,18 @@ def _runs(net, x, y):
     return out
 
 
+def _assert_same(eager, lazy, atol, max_flips=0):
+    for name, a in eager.items():
+        b = lazy[name]
+        if isinstance(a, torch.Tensor):
+            assert torch.allclose(a, b, rtol=0, atol=atol), name
+            continue
+        assert torch.allclose(a.x, b.x, rtol=0, atol=atol), name
+        assert (a.success != b.success).sum() <= max_flips, name
+        if a.correct_steps is not None and not max_flips:
+            assert torch.equal(a.correct_steps, b.correct_steps), name
+
+
 @pytest.mark.parametrize(("every", "fraction"), [(4, 0.25), (3, 0.9), (50, 0.0)])
 def test_lazy_compaction_gives_the_results_of_eager_compaction(problem, monkeypatch, every,
                                                                fraction):
@@ -45,15 +52,7 @@ def test_lazy_compaction_gives_the_results_of_eager_compaction(problem, monkeypa
     monkeypatch.setitem(gradient._CHECK_EVERY, "cpu", every)
     monkeypatch.setitem(gradient._COMPACT_FRACTION, "cpu", fraction)
     lazy = _runs(net, x, y)
-    for name, a in eager.items():
-        b = lazy[name]
-        if isinstance(a, torch.Tensor):
-            assert torch.allclose(a, b, rtol=0, atol=1e-6), name
-            continue
-        assert torch.allclose(a.x, b.x, rtol=0, atol=1e-6), name
-        assert torch.equal(a.success, b.success), name
-        if a.correct_steps is not None:
-            assert torch.equal(a.correct_steps, b.correct_steps), name
+    _assert_same(eager, lazy, atol=1e-6)
     assert 0.2 < float(eager["pgd-stop"].success.float().mean()) < 0.9  # a real mix
 
 
@@ -77,10 +76,4 @@ def test_gpu_default_lazy_compaction_gives_the_results_of_eager_compaction(probl
     monkeypatch.setitem(gradient._CHECK_EVERY, "cuda", 1)
     monkeypatch.setitem(gradient._COMPACT_FRACTION, "cuda", 0.0)
     eager = _runs(net, x, y)
-    for name, a in eager.items():
-        b = lazy[name]
-        if isinstance(a, torch.Tensor):
-            assert torch.allclose(a, b, rtol=0, atol=1e-5), name
-            continue
-        assert torch.allclose(a.x, b.x, rtol=0, atol=1e-5), name
-        assert (a.success != b.success).sum() <= 1, name
+    _assert_same(eager, lazy, atol=1e-5, max_flips=1)
