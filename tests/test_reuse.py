@@ -1,5 +1,6 @@
-"""One forward pass serves IMA's clean split and its training loss where the model
-computes the same in training and eval mode (no batch norm, no dropout)."""
+"""One forward pass serves the clean split (IMA, MMA) or the clean target (TRADES) and the
+training loss where the model computes the same in training and eval mode (no batch
+norm, no dropout)."""
 
 from __future__ import annotations
 
@@ -60,7 +61,12 @@ def _rows(model):
     return count
 
 
-def test_ima_step_reuses_its_training_pass_only_for_a_mode_free_model():
+@pytest.mark.parametrize(("name", "kwargs"), [
+    ("ima", {"eps_max": 0.5}),
+    ("trades", {"eps": 0.3}),
+    ("mma", {"eps_max": 0.5}),
+])
+def test_step_reuses_its_training_pass_only_for_a_mode_free_model(name, kwargs):
     torch.manual_seed(0)
     free = build_model("moons_mlp")
     wrapped = torch.nn.Sequential(Branching())  # not mode free: a user class inside
@@ -69,12 +75,12 @@ def test_ima_step_reuses_its_training_pass_only_for_a_mode_free_model():
     y = (x[:, 0] > 0).long()
     index = torch.arange(64)
     results = {}
-    for name, model in (("free", free), ("user", wrapped)):
-        method = build_method("ima", num_samples=64, epochs=10, bounds=None, eps_max=0.5)
+    for label, model in (("free", free), ("user", wrapped)):
+        method = build_method(name, num_samples=64, epochs=10, bounds=None, **kwargs)
         counter = _rows(free)
         torch.manual_seed(1)
         out = method(model, x, y, index, 0)
-        results[name] = (counter["rows"], out)
+        results[label] = (counter["rows"], out)
     (rows_free, out_free), (rows_user, out_user) = results["free"], results["user"]
     assert rows_user - rows_free == 64  # one clean pass of the batch saved
     assert torch.allclose(out_free.loss, out_user.loss)

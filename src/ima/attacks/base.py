@@ -78,3 +78,11 @@ def check_attack_inputs(
                 "pass bounds=None for unbounded data"
             )
     return task, eps, bounds, step_size
+
+
+def check_clean_output(clean_output: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A caller's model output on the clean ``x`` (detached), one row per sample."""
+    if not isinstance(clean_output, torch.Tensor) or clean_output.shape[:1] != x.shape[:1]:
+        rows = clean_output.shape[0] if isinstance(clean_output, torch.Tensor) else "no"
+        raise ValueError(f"clean_output has {rows} rows, x {x.shape[0]}")
+    return clean_output.detach()

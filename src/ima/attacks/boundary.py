@@ -7,7 +7,7 @@ import torch
 from ..checks import check_int
 from ..modes import eval_mode
 from ..tasks import Task
-from .base import AttackResult, check_attack_inputs
+from .base import AttackResult, check_attack_inputs, check_clean_output
 from .gradient import ascend, random_start_point
 
 __all__ = ["bpgd"]
@@ -64,9 +64,7 @@ def bpgd(
             with torch.no_grad():
                 clean_out = model(x)
         else:
-            clean_out = clean_output.detach()
-            if clean_out.shape[0] != x.shape[0]:
-                raise ValueError(f"clean_output has {clean_out.shape[0]} rows, x {x.shape[0]}")
+            clean_out = check_clean_output(clean_output, x)
         task.check_target(clean_out, y)
         clean_correct = task.correct(clean_out, y)
         idx = clean_correct.nonzero().squeeze(1)

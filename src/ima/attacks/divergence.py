@@ -9,7 +9,7 @@ from .. import lp
 from ..checks import check_real
 from ..modes import eval_mode
 from ..tasks import Task
-from .base import AttackResult, check_attack_inputs
+from .base import AttackResult, check_attack_inputs, check_clean_output
 from .gradient import ascend
 
 __all__ = ["kl_attack", "kl_divergence"]
@@ -41,6 +41,7 @@ def kl_attack(
     start_std: float = 0.001,
     bounds=(0.0, 1.0),
     task: Task | None = None,
+    clean_output: torch.Tensor | None = None,
 ) -> AttackResult:
     """Projected gradient ascent on ``KL(f(x) || f(x'))`` inside the ``eps``-ball (TRADES).
 
@@ -56,7 +57,9 @@ def kl_attack(
     projects onto the ball and clips to the bounds. The result is the last iterate;
     ``success`` is True where the model misclassifies it. The model runs in eval mode (as
     in the authors' code), its modes are restored, and parameter ``.grad`` is never
-    touched (gradients are taken with ``torch.autograd.grad``).
+    touched (gradients are taken with ``torch.autograd.grad``). clean_output: the
+    model's eval-mode output on ``x`` when the caller already has it (TRADES' training
+    pass of a model that computes the same in both modes); it replaces the clean pass.
     """
     task, eps, bounds, step_size = check_attack_inputs(
         x, y, eps=eps, norm=norm, steps=steps, bounds=bounds, task=task, alpha=alpha,
@@ -67,8 +70,11 @@ def kl_attack(
         step_size = alpha * eps / steps
     x = x.detach()
     with eval_mode(model):
-        with torch.no_grad():
-            clean = model(x)
+        if clean_output is None:
+            with torch.no_grad():
+                clean = model(x)
+        else:
+            clean = check_clean_output(clean_output, x)
         task.check_target(clean, y)
         noise = start_std * torch.randn_like(x)
         start = lp.clip_to_bounds(x + lp.project(noise, eps, norm, validate=False), bounds)

@@ -12,7 +12,7 @@ from ..attacks import pgd
 from ..attacks.boundary import bisect
 from ..checks import check_int, check_real
 from ..margins import DirectMarginStore
-from ..modes import eval_mode
+from ..modes import eval_mode, mode_free
 from .base import METHODS, MarginMethod, StepOutput
 
 __all__ = ["MMA"]
@@ -105,8 +105,14 @@ class MMA(MarginMethod):
         c, task = self.config, self.task
         index = torch.as_tensor(index, device=x.device)
         x = x.detach()
-        with eval_mode(model), torch.no_grad():
-            clean = model(x)
+        # a model that computes the same in training and eval mode gives the split and
+        # the training loss one forward pass
+        out = model(x) if mode_free(model) else None
+        if out is None:
+            with eval_mode(model), torch.no_grad():
+                clean = model(x)
+        else:
+            clean = out.detach()
         task.check_target(clean, y)
         correct = task.correct(clean, y)
         ones = correct.nonzero().squeeze(1)
@@ -124,7 +130,8 @@ class MMA(MarginMethod):
             points[ones] = boundary
         self.margins.record(index, crossed=crossed, distance=distance)
 
-        out = model(x)
+        if out is None:
+            out = model(x)
         ce = task.loss(out, y)
         hit = (correct & crossed & (distance < c.eps_max)).nonzero().squeeze(1)
         total = ce[~correct].sum()

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from ..attacks import kl_attack, kl_divergence
 from ..checks import check_real
+from ..modes import mode_free
 from .base import METHODS, Method, StepOutput, check_attack_settings
 
 __all__ = ["TRADES"]
@@ -31,7 +32,8 @@ class TRADES(Method):
 
     Departures from the authors' code: one clean forward pass serves both the
     cross-entropy and the KL (the authors run ``model(x_natural)`` twice in train mode,
-    which differs only for stochastic layers and BatchNorm's running statistics); for
+    which differs only for stochastic layers and BatchNorm's running statistics), and for
+    a model without such layers it is also the attack's clean target (no eval pass); for
     L2 the ascent is this library's normalised-gradient PGD step instead of the
     authors' SGD on ``delta`` with step ``2 * eps / steps`` and ``renorm``, and a sample
     whose gradient is exactly zero does not move (the authors draw a random direction);
@@ -55,11 +57,15 @@ class TRADES(Method):
 
     def __call__(self, model, x, y, index, epoch):
         c = self.config
+        # a model that computes the same in training and eval mode lends its training
+        # pass to the attack as the clean output (one forward pass fewer)
+        out = model(x) if mode_free(model) else None
         attack = kl_attack(
             model, x, y, eps=c.eps, norm=c.norm, steps=c.steps, alpha=c.alpha,
-            step_size=c.step_size, bounds=self.bounds, task=self.task,
+            step_size=c.step_size, bounds=self.bounds, task=self.task, clean_output=out,
         )
-        out = model(x)
+        if out is None:
+            out = model(x)
         ce = self.task.loss(out, y).mean()
         kl = kl_divergence(out, model(attack.x)).mean()
         loss = ce + c.beta * kl
