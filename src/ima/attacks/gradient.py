@@ -96,6 +96,7 @@ def ascend(
     ids = torch.arange(batch, device=x.device)
     cur, x0, yc, eps_c, step_c, prev = start.detach(), x.detach(), y, eps, step_size, x.detach()
     budget = torch.full((batch,), tau, dtype=torch.long, device=x.device)
+    steps_c = torch.zeros(batch, dtype=torch.long, device=x.device)  # correct_steps, local
     gone = torch.zeros(batch, dtype=torch.bool, device=x.device)
     rec_x = rec_prev = None
     if stop_on_success:
@@ -121,6 +122,7 @@ def ascend(
                 grad = torch.autograd.grad(value.sum(), cur)[0]
         xa = cur.detach()
         if final:
+            correct_steps[ids] = steps_c
             live = ~gone
             fooled[ids[live]] = wrong[live]
             x_out[ids[live]] = xa[live]
@@ -128,24 +130,30 @@ def ascend(
                 last_correct[ids[live & wrong]] = prev[live & wrong]
                 write_out(gone)
             break
-        correct_steps[ids] += (~wrong & ~gone).long()
+        steps_c += ~(wrong | gone)
         if stop_on_success:
-            leave = wrong & (budget == 0) & ~gone
-            budget = budget - wrong.long()
+            if tau:
+                leave = wrong & (budget == 0) & ~gone
+                budget = budget - wrong.long()
+            else:
+                leave = wrong & ~gone
             rec_x = torch.where(lp.expand_as_batch(leave, xa), xa, rec_x)
             rec_prev = torch.where(lp.expand_as_batch(leave, xa), prev, rec_prev)
             gone = gone | leave
             if (i + 1) % check_every == 0:
                 left = int(gone.sum())
                 if left == ids.numel():
+                    correct_steps[ids] = steps_c
                     write_out(gone)
                     break
                 if left and left >= compact_fraction * ids.numel():
+                    correct_steps[ids] = steps_c
                     write_out(gone)
                     keep = ~gone
                     ids, xa, grad, x0, yc = ids[keep], xa[keep], grad[keep], x0[keep], yc[keep]
                     eps_c, step_c, prev, wrong = eps_c[keep], step_c[keep], prev[keep], wrong[keep]
                     budget, rec_x, rec_prev = budget[keep], rec_x[keep], rec_prev[keep]
+                    steps_c = steps_c[keep]
                     gone = gone[keep]
             prev = torch.where(lp.expand_as_batch(wrong, xa), prev, xa)
         step = lp.expand_as_batch(step_c, xa) * lp.ascent_direction(grad, norm)
