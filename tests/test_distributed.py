@@ -72,7 +72,9 @@ def _torchrun(nproc: int, *args: str, cwd) -> subprocess.CompletedProcess:
     return done
 
 
-def test_two_gloo_processes_train_ima_like_one_and_their_checkpoint_resumes_in_one(tmp_path):
+def test_two_gloo_processes_train_ima_like_one_and_checkpoints_resume_across_counts(
+    tmp_path,
+):
     config = tiny_config("ima", epochs=3, train={"save_every": 1})
     config["data"].update(n_train=768, batch_size=128)  # 6 batches of 64 per process
     config["optim"]["lr"] = 0.003
@@ -113,6 +115,17 @@ def test_two_gloo_processes_train_ima_like_one_and_their_checkpoint_resumes_in_o
     delta_eps = after.config["method"]["delta_eps"]
     assert bool((new <= at_two + delta_eps + 1e-6).all())
     assert not torch.equal(new, at_two)
+
+    # and a checkpoint written by 1 process resumes in 2
+    widened = tmp_path / "widened"
+    shutil.copytree(tmp_path / "one", widened)
+    shutil.copy(widened / "checkpoints" / "epoch-002.pt", widened / "checkpoint.pt")
+    _torchrun(2, "train", "--resume", str(widened), "--no-progress", cwd=tmp_path)
+    grown = load_run(widened)
+    assert grown.epoch == 3 and [r["epoch"] for r in grown.metrics()] == [1, 2, 3]
+    assert grown.metrics()[:2] == rows1[:2]
+    m_grown, m_one = grown.method.margins.margins, one.method.margins.margins
+    assert abs(float(m_grown.mean() - m_one.mean())) < 0.03 * float(m_one.mean())
 
 
 def test_evaluation_sharded_over_two_processes_equals_one_process(tmp_path):
