@@ -114,6 +114,10 @@ def test_config_rejects_unknown_precision_and_fp16_without_cuda(tmp_path):
         train(config, tmp_path / "b", progress=False)
     with pytest.raises(ValueError, match="fp16' needs a CUDA device"):
         accelerate(_cnn(), precision="fp16", device="cpu")
+    config["train"].update(compile=False, precision="fp16", device="cpu")
+    with pytest.raises(ValueError, match="fp16' needs a CUDA device"):
+        train(config, tmp_path / "c", progress=False)
+    assert not (tmp_path / "c").exists()  # failed before making the run folder
 
 
 def test_configs_default_to_the_plain_path():

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from . import assemble, distributed, runs
-from .acceleration import accelerate
+from .acceleration import accelerate, check_precision
 from .config import apply_overrides, load_config, resolve_config, save_config
 from .data import ArrayDataset
 from .modes import eval_mode
@@ -217,6 +217,7 @@ def _train(config, out_dir: Path, ctx, *, resume, overwrite, progress, init_from
     elif ctx.active:
         torch.set_num_threads(1)  # one thread per process: oversubscribed cores crawl
     device = ctx.device
+    check_precision(t["precision"], device)  # fp16 needs CUDA: fail before the folder exists
     torch.manual_seed(t["seed"])
 
     # Build everything before touching the run folder: a config whose data, model or
