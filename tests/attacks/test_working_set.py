@@ -44,27 +44,35 @@ def _assert_same(eager, lazy, atol, max_flips=0):
             assert torch.equal(a.correct_steps, b.correct_steps), name
 
 
-@pytest.mark.parametrize(("every", "fraction"), [(4, 0.25), (3, 0.9), (50, 0.0)])
+@pytest.mark.parametrize(("every", "fraction", "bucket"),
+                         [(4, 0.25, 16), (3, 0.9, 1), (50, 0.0, 1), (1, 0.0, 8)])
 def test_lazy_compaction_gives_the_results_of_eager_compaction(problem, monkeypatch, every,
-                                                               fraction):
+                                                               fraction, bucket):
     net, x, y = problem
     eager = _runs(net, x, y)
     monkeypatch.setitem(gradient._CHECK_EVERY, "cpu", every)
     monkeypatch.setitem(gradient._COMPACT_FRACTION, "cpu", fraction)
+    monkeypatch.setitem(gradient._BUCKET, "cpu", bucket)
     lazy = _runs(net, x, y)
     _assert_same(eager, lazy, atol=1e-6)
     assert 0.2 < float(eager["pgd-stop"].success.float().mean()) < 0.9  # a real mix
 
 
-def test_lazy_compaction_still_drops_finished_samples(problem, monkeypatch):
+def test_lazy_compaction_still_drops_finished_samples_in_buckets(problem, monkeypatch):
     net, x, y = problem
     monkeypatch.setitem(gradient._CHECK_EVERY, "cpu", 4)
     monkeypatch.setitem(gradient._COMPACT_FRACTION, "cpu", 0.25)
-    counter = RowCounter(net)
+    monkeypatch.setitem(gradient._BUCKET, "cpu", 16)
+    sizes = []
+    net_sizes = torch.nn.Sequential(net)
+    net_sizes.register_forward_pre_hook(lambda m, inp: sizes.append(inp[0].shape[0]))
+    counter = RowCounter(net_sizes)
     torch.manual_seed(0)
     r = pgd(counter, x, y, eps=0.3, early_stop=True, steps=20)
     assert 0.2 < float(r.success.float().mean()) < 0.9
     assert counter.rows < 0.9 * 21 * len(y)
+    assert len(set(sizes)) > 1
+    assert all(n == len(y) or n % 16 == 0 for n in sizes)  # padded to the bucket
 
 
 @pytest.mark.gpu
@@ -72,8 +80,9 @@ def test_lazy_compaction_still_drops_finished_samples(problem, monkeypatch):
 def test_gpu_default_lazy_compaction_gives_the_results_of_eager_compaction(problem, monkeypatch):
     net, x, y = problem
     net, x, y = net.cuda(), x.cuda(), y.cuda()
-    lazy = _runs(net, x, y)  # the GPU default: every 4 iterations, a quarter
+    lazy = _runs(net, x, y)  # the GPU default: every 4 iterations, a quarter, buckets of 16
     monkeypatch.setitem(gradient._CHECK_EVERY, "cuda", 1)
     monkeypatch.setitem(gradient._COMPACT_FRACTION, "cuda", 0.0)
+    monkeypatch.setitem(gradient._BUCKET, "cuda", 1)
     eager = _runs(net, x, y)
     _assert_same(eager, lazy, atol=1e-5, max_flips=1)

@@ -45,6 +45,11 @@ def random_start_point(x: torch.Tensor, eps: torch.Tensor, norm: str, bounds) ->
 _CHECK_EVERY = {"cpu": 1}
 _COMPACT_FRACTION = {"cpu": 0.0}
 _GPU_CHECK_EVERY, _GPU_COMPACT_FRACTION = 4, 0.25
+#: On a GPU the compacted set keeps a multiple of this many rows (padded with finished
+#: samples, whose results are already fixed), so a batch meets few distinct shapes and
+#: the convolution libraries' per-shape set-up is paid for a handful of sizes only.
+_BUCKET = {"cpu": 1}
+_GPU_BUCKET = 16
 
 
 def ascend(
@@ -75,8 +80,8 @@ def ascend(
     first misclassified iterate): its result is fixed then, and it is dropped from the
     working set at the next check (every ``check_every`` iterations) once at least
     ``compact_fraction`` of the set has left (defaults per device type: on the CPU every
-    iteration, at once; on a GPU every 4 iterations, a quarter). Results do not depend
-    on these two settings.
+    iteration, at once; on a GPU every 4 iterations, a quarter, the set then padded to a
+    multiple of 16 rows with finished samples). Results do not depend on these settings.
     ``objective(output, ids)``, when given, replaces the task's loss: the per-sample value
     to ascend for the working-set samples ``ids`` (TRADES' KL divergence, for example).
     """
@@ -86,6 +91,7 @@ def ascend(
         check_every = _CHECK_EVERY.get(kind, _GPU_CHECK_EVERY)
     if compact_fraction is None:
         compact_fraction = _COMPACT_FRACTION.get(kind, _GPU_COMPACT_FRACTION)
+    bucket = _BUCKET.get(kind, _GPU_BUCKET)
     x_out = start.detach().clone()
     fooled = torch.zeros(batch, dtype=torch.bool, device=x.device)
     correct_steps = torch.zeros(batch, dtype=torch.long, device=x.device)
@@ -98,6 +104,7 @@ def ascend(
     budget = torch.full((batch,), tau, dtype=torch.long, device=x.device)
     steps_c = torch.zeros(batch, dtype=torch.long, device=x.device)  # correct_steps, local
     gone = torch.zeros(batch, dtype=torch.bool, device=x.device)
+    carried = 0  # finished samples kept in the set as padding (already written out)
     rec_x = rec_prev = None
     if stop_on_success:
         rec_x, rec_prev = x_out.clone(), prev.clone()
@@ -146,10 +153,14 @@ def ascend(
                     correct_steps[ids] = steps_c
                     write_out(gone)
                     break
-                if left and left >= compact_fraction * ids.numel():
+                if left > carried and left - carried >= compact_fraction * ids.numel():
                     correct_steps[ids] = steps_c
                     write_out(gone)
                     keep = ~gone
+                    size = -(-(ids.numel() - left) // bucket) * bucket
+                    carried = min(size, ids.numel()) - (ids.numel() - left)
+                    if carried:
+                        keep[gone.nonzero().squeeze(1)[:carried]] = True
                     ids, xa, grad, x0, yc = ids[keep], xa[keep], grad[keep], x0[keep], yc[keep]
                     eps_c, step_c, prev, wrong = eps_c[keep], step_c[keep], prev[keep], wrong[keep]
                     budget, rec_x, rec_prev = budget[keep], rec_x[keep], rec_prev[keep]
