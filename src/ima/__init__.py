@@ -1,6 +1,7 @@
 """ima: Increasing-Margin Adversarial (IMA) training and robustness evaluation for PyTorch."""
 
 from . import lp
+from .acceleration import accelerate
 from .attacks import AttackResult, bpgd, ddn, pgd, spsa
 from .config import load_config, resolve_config
 from .evaluation import EvaluationResult, evaluate
@@ -24,6 +25,7 @@ __all__ = [
     "StepOutput",
     "Task",
     "__version__",
+    "accelerate",
     "adi",
     "bpgd",
     "build_method",
