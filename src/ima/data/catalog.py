@@ -11,7 +11,7 @@ from torch.utils.data import Dataset
 
 from ima.checks import check_choice
 from ima.data.cifar import cifar10
-from ima.data.dataset import ArrayDataset
+from ima.data.dataset import SPLITS, ArrayDataset
 from ima.data.decathlon import (
     decathlon,
     decathlon_heart,
@@ -31,7 +31,6 @@ __all__ = ["DATASETS", "SPLITS", "build_dataset"]
 
 logger = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
 
 DATASETS = Registry("dataset")
 DATASETS.register("moons")(moons)

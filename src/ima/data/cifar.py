@@ -7,14 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ima.checks import check_choice, check_int
 from ima.data.dataset import ArrayDataset
-from ima.data.files import as_path, require_root, to_unit
-from ima.data.sampling import train_val_indices
+from ima.data.files import as_path, require_root
+from ima.data.sampling import check_split_settings, image_split
 
 __all__ = ["cifar10", "read_cifar_batch"]
 
-SPLITS = ("train", "val", "test")
 _OBTAIN = (
     "https://www.cs.toronto.edu/~kriz/cifar.html (the python version, "
     "cifar-10-python.tar.gz, extracted)"
@@ -151,13 +149,9 @@ def cifar10(
     when given, keeps a stratified subset of that many "train" images (fixed by
     ``seed``); "val" and "test" are unchanged.
     """
-    check_choice("split", split, SPLITS)
-    val_size = check_int("val_size", val_size, low=0)
-    seed = check_int("seed", seed, low=0)
-    if n_train is not None:
-        n_train = check_int("n_train", n_train, low=1)
-    if split == "val" and val_size == 0:
-        raise ValueError("val_size=0 leaves no validation split; set val_size > 0")
+    val_size, n_train, seed = check_split_settings(
+        split, val_size=val_size, n_train=n_train, seed=seed
+    )
     folder = _batch_folder(root)
     names = _TEST_FILES if split == "test" else _TRAIN_FILES
     missing = [n for n in names if not (folder / n).is_file()]
@@ -169,14 +163,4 @@ def cifar10(
     parts = [read_cifar_batch(folder / n) for n in names]
     x = np.concatenate([p[0] for p in parts])
     y = np.concatenate([p[1] for p in parts])
-    if split != "test":
-        idx = train_val_indices(split, y, val_size=val_size, n_train=n_train, seed=seed)
-        x, y = x[idx], y[idx]
-    return ArrayDataset(
-        to_unit(x, where="cifar10"),
-        y,
-        num_classes=10,
-        name="cifar10",
-        split=split,
-        bounds=(0.0, 1.0),
-    )
+    return image_split("cifar10", split, x, y, val_size=val_size, n_train=n_train, seed=seed)

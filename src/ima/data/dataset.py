@@ -10,6 +10,9 @@ from torch.utils.data import Dataset
 from ima.checks import check_bounds, check_int
 from ima.tasks import Task, get_task
 
+#: The split names every dataset takes.
+SPLITS = ("train", "val", "test")
+
 __all__ = ["ArrayDataset"]
 
 

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from ima.checks import check_choice, check_int, check_real
-from ima.data.dataset import ArrayDataset
+from ima.data.dataset import SPLITS, ArrayDataset
 from ima.data.files import as_path, require_root
 from ima.tasks import SegmentationTask
 
@@ -52,7 +52,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
 OBTAIN = "http://medicaldecathlon.com (Task02_Heart.tar, Task04_Hippocampus.tar, ...)"
 _CASE_STREAM = 5
 

@@ -7,11 +7,10 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 from ima.checks import check_choice, check_int, check_real
-from ima.data.dataset import ArrayDataset
+from ima.data.dataset import SPLITS, ArrayDataset
 
 __all__ = ["digits"]
 
-SPLITS = ("train", "val", "test")
 _NUM_CLASSES = 10
 
 

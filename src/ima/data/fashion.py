@@ -8,14 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ima.checks import check_choice, check_int
 from ima.data.dataset import ArrayDataset
-from ima.data.files import as_path, find_file, to_unit
-from ima.data.sampling import train_val_indices
+from ima.data.files import as_path, find_file
+from ima.data.sampling import check_split_settings, image_split
 
 __all__ = ["FASHION_MNIST_DIRS", "fashion_mnist", "read_idx"]
 
-SPLITS = ("train", "val", "test")
 _NUM_CLASSES = 10
 
 #: Folders searched, in order, when ``root`` is not given. The first is where Debian's
@@ -174,26 +172,11 @@ def fashion_mnist(
     many "train" images (fixed by ``seed``, for reduced protocols); it leaves "val" and
     "test" unchanged. Samples keep their order in the files.
     """
-    check_choice("split", split, SPLITS)
-    val_size = check_int("val_size", val_size, low=0, high=60000)
-    seed = check_int("seed", seed, low=0)
-    if n_train is not None:
-        n_train = check_int("n_train", n_train, low=1)
-    if split == "val" and val_size == 0:
-        raise ValueError("val_size=0 leaves no validation split; set val_size > 0")
+    val_size, n_train, seed = check_split_settings(
+        split, val_size=val_size, n_train=n_train, seed=seed, max_val_size=60000
+    )
     dirs = [as_path("root", root)] if root is not None else list(FASHION_MNIST_DIRS)
 
-    if split == "test":
-        images, labels = _read_pair(dirs, "test")
-    else:
-        images, labels = _read_pair(dirs, "train")
-        idx = train_val_indices(split, labels, val_size=val_size, n_train=n_train, seed=seed)
-        images, labels = images[idx], labels[idx]
-    return ArrayDataset(
-        to_unit(images[:, None], where="fashion_mnist"),
-        labels.astype(np.int64),
-        num_classes=_NUM_CLASSES,
-        name="fashion_mnist",
-        split=split,
-        bounds=(0.0, 1.0),
-    )
+    images, labels = _read_pair(dirs, "test" if split == "test" else "train")
+    return image_split("fashion_mnist", split, images[:, None], labels, val_size=val_size,
+                       n_train=n_train, seed=seed, num_classes=_NUM_CLASSES)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ima.checks import check_choice, check_int, check_real
-from ima.data.dataset import ArrayDataset
+from ima.data.dataset import SPLITS, ArrayDataset
 from ima.data.files import IMAGE_EXTENSIONS, check_size, read_image, require_root
 from ima.data.sampling import split_off, take_train_subset
 
@@ -22,7 +22,6 @@ __all__ = ["class_images", "covid_ct", "image_folder", "load_images"]
 
 logger = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
 
 
 def class_images(folder: Path) -> list[Path]:

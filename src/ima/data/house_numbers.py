@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ima.checks import check_choice, check_int
 from ima.data.dataset import ArrayDataset
-from ima.data.files import as_path, find_file, require_root, to_unit
-from ima.data.sampling import train_val_indices
+from ima.data.files import as_path, find_file, require_root
+from ima.data.sampling import check_split_settings, image_split
 
 __all__ = ["read_svhn_mat", "svhn"]
 
-SPLITS = ("train", "val", "test")
 _OBTAIN = "http://ufldl.stanford.edu/housenumbers/ (format 2: cropped digits)"
 _FILES = {"train": "train_32x32.mat", "val": "train_32x32.mat", "test": "test_32x32.mat"}
 
@@ -90,26 +88,12 @@ def svhn(
     when given, keeps a stratified subset of that many "train" images (fixed by
     ``seed``); "val" and "test" are unchanged. Samples keep their order in the files.
     """
-    check_choice("split", split, SPLITS)
-    val_size = check_int("val_size", val_size, low=0)
-    seed = check_int("seed", seed, low=0)
-    if n_train is not None:
-        n_train = check_int("n_train", n_train, low=1)
-    if split == "val" and val_size == 0:
-        raise ValueError("val_size=0 leaves no validation split; set val_size > 0")
+    val_size, n_train, seed = check_split_settings(
+        split, val_size=val_size, n_train=n_train, seed=seed
+    )
     folder = require_root(
         root, dataset="svhn", expects="train_32x32.mat and test_32x32.mat", obtain=_OBTAIN
     )
     path = find_file((_FILES[split],), [folder], dataset="svhn", obtain=_OBTAIN)
     x, y = read_svhn_mat(path)
-    if split != "test":
-        idx = train_val_indices(split, y, val_size=val_size, n_train=n_train, seed=seed)
-        x, y = x[idx], y[idx]
-    return ArrayDataset(
-        to_unit(x, where="svhn"),
-        y,
-        num_classes=10,
-        name="svhn",
-        split=split,
-        bounds=(0.0, 1.0),
-    )
+    return image_split("svhn", split, x, y, val_size=val_size, n_train=n_train, seed=seed)

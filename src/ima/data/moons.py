@@ -6,11 +6,10 @@ import numpy as np
 from sklearn.datasets import make_moons
 
 from ima.checks import check_choice, check_int, check_real
-from ima.data.dataset import ArrayDataset
+from ima.data.dataset import SPLITS, ArrayDataset
 
 __all__ = ["moons"]
 
-SPLITS = ("train", "val", "test")
 
 
 def moons(

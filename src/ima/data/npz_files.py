@@ -9,13 +9,12 @@ from pathlib import Path
 import numpy as np
 
 from ima.checks import check_choice, check_int, check_real
-from ima.data.dataset import ArrayDataset
+from ima.data.dataset import SPLITS, ArrayDataset
 from ima.data.files import as_path, find_file, require_root, to_unit
 from ima.data.sampling import split_off, take_train_subset
 
 __all__ = ["MEDMNIST_CLASSES", "MEDMNIST_DIRS", "medmnist", "npz", "pathmnist"]
 
-SPLITS = ("train", "val", "test")
 
 #: Classes of the MedMNIST 2-D multi-class datasets (Yang et al. 2023, MedMNIST v2).
 #: ChestMNIST is multi-label and so not a classification dataset here.

@@ -9,9 +9,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from ima.checks import check_int
+from ima.checks import check_choice, check_int
+from ima.data.dataset import SPLITS, ArrayDataset
+from ima.data.files import to_unit
 
-__all__ = ["split_off", "stratified_subset", "take_train_subset", "train_val_indices"]
+__all__ = [
+    "check_split_settings",
+    "image_split",
+    "split_off",
+    "stratified_subset",
+    "take_train_subset",
+    "train_val_indices",
+]
 
 # Separate random streams for separate purposes, so that (say) the n_train subset is not
 # correlated with the validation split drawn from the same seed.
@@ -94,3 +103,32 @@ def train_val_indices(
     if split == "val":
         return val_idx
     return train_idx[take_train_subset(y[train_idx], n_train, seed=seed)]
+
+
+def check_split_settings(
+    split: str, *, val_size, n_train, seed, max_val_size: int | None = None
+) -> tuple[int, int | None, int]:
+    """Validate the settings of a dataset whose "val" split is drawn from its training
+    files, before any file is read; return ``(val_size, n_train, seed)``."""
+    check_choice("split", split, SPLITS)
+    val_size = check_int("val_size", val_size, low=0, high=max_val_size)
+    seed = check_int("seed", seed, low=0)
+    if n_train is not None:
+        n_train = check_int("n_train", n_train, low=1)
+    if split == "val" and val_size == 0:
+        raise ValueError("val_size=0 leaves no validation split; set val_size > 0")
+    return val_size, n_train, seed
+
+
+def image_split(
+    name: str, split: str, x, y, *, val_size: int, n_train: int | None, seed: int,
+    num_classes: int = 10,
+) -> ArrayDataset:
+    """The ``split`` of a labelled image set: ``x``, ``y`` read from the test files for
+    "test", else from the training files, of which :func:`train_val_indices` keeps the
+    "train" or "val" part. Images (uint8, or floats in [0, 1]) become float32 in [0, 1]."""
+    if split != "test":
+        idx = train_val_indices(split, y, val_size=val_size, n_train=n_train, seed=seed)
+        x, y = x[idx], y[idx]
+    return ArrayDataset(to_unit(x, where=name), y, num_classes=num_classes, name=name,
+                        split=split, bounds=(0.0, 1.0))
