@@ -10,7 +10,7 @@ from .. import lp
 from ..checks import check_bounds, check_finite_tensor, check_int, check_real
 from ..tasks import Task, get_task
 
-__all__ = ["AttackResult", "check_attack_inputs"]
+__all__ = ["AttackResult", "check_attack_inputs", "check_clean_output", "probe"]
 
 
 @dataclass
@@ -86,3 +86,20 @@ def check_clean_output(clean_output: torch.Tensor, x: torch.Tensor) -> torch.Ten
         rows = clean_output.shape[0] if isinstance(clean_output, torch.Tensor) else "no"
         raise ValueError(f"clean_output has {rows} rows, x {x.shape[0]}")
     return clean_output.detach()
+
+
+def probe(model, task: Task, point: torch.Tensor, y: torch.Tensor, *, value=None,
+          first: bool = False):
+    """One forward pass at ``point`` serving both what an attack iteration needs: which
+    samples the model misclassifies there, and (when ``value`` is given: a function of the
+    output giving per-sample values to ascend) the gradient of their sum with respect to
+    ``point``. ``first``: also check the targets against the output. Returns
+    ``(point detached, wrong, gradient or None)``."""
+    point = point.detach().requires_grad_(value is not None)
+    with torch.set_grad_enabled(value is not None):
+        out = model(point)
+        if first:
+            task.check_target(out, y)
+        wrong = ~task.correct(out.detach(), y)
+        grad = None if value is None else torch.autograd.grad(value(out).sum(), point)[0]
+    return point.detach(), wrong, grad

@@ -10,7 +10,7 @@ from .. import lp
 from ..checks import check_int
 from ..modes import eval_mode
 from ..tasks import Task
-from .base import AttackResult, check_attack_inputs
+from .base import AttackResult, check_attack_inputs, probe
 
 __all__ = ["pgd"]
 
@@ -118,16 +118,11 @@ def ascend(
 
     for i in range(steps + 1):
         final = i == steps
-        cur.requires_grad_(not final)
-        with torch.set_grad_enabled(not final):
-            out = model(cur)
-            if i == 0:
-                task.check_target(out, yc)
-            wrong = ~task.correct(out.detach(), yc)
-            if not final:
-                value = task.loss(out, yc, loss) if objective is None else objective(out, ids)
-                grad = torch.autograd.grad(value.sum(), cur)[0]
-        xa = cur.detach()
+        value = None
+        if not final:
+            value = ((lambda out, yc=yc: task.loss(out, yc, loss)) if objective is None
+                     else (lambda out, ids=ids: objective(out, ids)))
+        xa, wrong, grad = probe(model, task, cur, yc, value=value, first=i == 0)
         if final:
             correct_steps[ids] = steps_c
             live = ~gone

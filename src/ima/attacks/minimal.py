@@ -10,7 +10,7 @@ from .. import lp
 from ..checks import check_real
 from ..modes import eval_mode
 from ..tasks import Task
-from .base import AttackResult, check_attack_inputs
+from .base import AttackResult, check_attack_inputs, probe
 
 __all__ = ["ddn"]
 
@@ -94,18 +94,12 @@ def ddn(
     with eval_mode(model):
         for k in range(steps + 1):
             final = k == steps
-            cur = (xs + delta).requires_grad_(not final)
-            with torch.set_grad_enabled(not final):
-                out = model(cur)
-                if k == 0:
-                    task.check_target(out, ys)
-                wrong = ~task.correct(out.detach(), ys)
-                if not final:
-                    grad = torch.autograd.grad(task.loss(out, ys).sum(), cur)[0]
+            value = None if final else (lambda out, ys=ys: task.loss(out, ys))
+            cur, wrong, grad = probe(model, task, xs + delta, ys, value=value, first=k == 0)
             length = lp.sample_norm(delta, "l2")
             better = wrong & (length < best_norm[ids])
             best_norm[ids] = torch.where(better, length, best_norm[ids])
-            best[ids] = torch.where(lp.expand_as_batch(better, xs), cur.detach(), best[ids])
+            best[ids] = torch.where(lp.expand_as_batch(better, xs), cur, best[ids])
             if k == 0:
                 clean_correct = ~wrong
                 if wrong.any():
