@@ -9,9 +9,11 @@ Two baselines, each a 100-PGD run per level with cross-entropy and margin loss a
 random start: "independent" is ``ima.evaluate`` at one level at a time (so it also stops
 attacking a sample at its first adversarial iterate); "standard" attacks every
 clean-correct sample for all 100 steps and judges the last iterate, as attack libraries
-do by default.
+do by default. Also timed: the curve with each batch attacked alone (no refilling of the
+working set across batches), to show what refilling saves.
 
-    python benchmarks/curve_cost.py RUN_DIR [--levels 5] [--max-samples 500] [--device auto]
+    python benchmarks/curve_cost.py RUN_DIR [--levels 5] [--max-samples 500] [--batch-size B]
+        [--device auto]
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import argparse
 import torch
 from common import add_run_arguments, machine, open_run, timed
 
-from ima import evaluate, pgd
+from ima import evaluate, evaluation, pgd
 from ima.training import batches
 
 
@@ -49,19 +51,28 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_run_arguments(parser)
     parser.add_argument("--levels", type=int, default=5, help="the first K nonzero eval.eps")
+    parser.add_argument("--batch-size", type=int,
+                        help="samples attacked at once (default: the run's eval_batch_size)")
     args = parser.parse_args(argv)
     device, run, model = open_run(args)
     e = run.config["eval"]
     levels = [x for x in e["eps"] if x > 0][: args.levels]
     data = run.dataset(e["split"])
     common = dict(norm=e["norm"], steps=100, max_samples=args.max_samples, checks=False,
-                  task=run.method.task, batch_size=run.config["data"]["eval_batch_size"])
+                  task=run.method.task,
+                  batch_size=args.batch_size or run.config["data"]["eval_batch_size"])
     print(machine(device, args.threads))
     print(f"run {args.run_dir}; {args.max_samples} samples of {e['split']}; "
           f"100-PGD ({e['norm']}, CE and margin loss) at eps {levels}")
 
     evaluate(model, data, eps=levels, **{**common, "max_samples": 16})  # warm-up
     t_curve, curve = timed(lambda: evaluate(model, data, eps=levels, **common), device)
+    pool = evaluation._POOL_BATCHES
+    evaluation._POOL_BATCHES = 1  # one batch at a time: no refilling across batches
+    t_alone, alone = timed(lambda: evaluate(model, data, eps=levels, **common), device)
+    evaluation._POOL_BATCHES = pool
+    if alone.robust != curve.robust:
+        print("warning: the curve without refilling differs (floating point across batch sizes)")
     t_each, single, t_std, std = 0.0, [], 0.0, []
     task = run.method.task
     for eps in levels:
@@ -77,6 +88,8 @@ def main(argv=None):
     print("|---|---|---|---|")
     for eps, a, b, c in zip(levels, curve.accuracy[1:], single, std, strict=True):
         print(f"| {eps:g} | {100 * a:.2f} | {100 * b:.2f} | {100 * c:.2f} |")
+    print(f"curve without refilling (one batch at a time) {t_alone:.2f} s; refilled / "
+          f"not {t_curve / t_alone:.3f}")
     print(f"curve {t_curve:.2f} s; {len(levels)} independent runs {t_each:.2f} s, ratio "
           f"{t_curve / t_each:.3f}; {len(levels)} standard runs {t_std:.2f} s, ratio "
           f"{t_curve / t_std:.3f}")

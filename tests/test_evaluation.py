@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from ima import evaluate
 from ima.evaluation import EvaluationResult, auc, result_path
 
-from analytic import linear_problem
+from analytic import linear_problem, small_problem
 
 EPS = [0.0, 0.02, 0.05, 0.1, 0.15]
 
@@ -121,6 +121,28 @@ def test_accuracy_never_increases_with_eps_and_runs_on_loaders():
     assert torch.equal(torch.get_rng_state(), state), "global RNG left as it was"
     again = evaluate(net, loader, eps=[0.3, 0.1, 0.2], steps=20, max_samples=70)
     assert again.robust == result.robust, "same seed, same result"
+
+
+@pytest.mark.parametrize(("norm", "eps"), [("l2", [0.1, 0.2, 0.3]), ("linf", [0.05, 0.1, 0.15])])
+def test_pooled_batches_give_the_per_batch_result_in_fewer_passes(monkeypatch, norm, eps):
+    """A pool of batches attacked through one refilled working set gives every sample the
+    result (and random start) it gets when its batch is attacked alone, in fewer forward
+    passes: a fooled sample's place goes to a waiting one."""
+    net, x, y = small_problem(n=300)
+    passes = []
+    counted = torch.nn.Sequential(net)
+    counted.register_forward_pre_hook(lambda m, inp: passes.append(inp[0].shape[0]))
+    common = dict(eps=eps, norm=norm, steps=20, batch_size=32, max_samples=250,
+                  checks=False)
+    pooled = evaluate(counted, TensorDataset(x, y), **common)
+    pooled_passes, passes[:] = len(passes), []
+    monkeypatch.setattr("ima.evaluation._POOL_BATCHES", 1)
+    alone = evaluate(counted, TensorDataset(x, y), **common)
+    assert pooled.robust == alone.robust
+    assert pooled.accuracy_per_loss == alone.accuracy_per_loss
+    assert 0.1 < pooled.accuracy[-1] < 0.9  # a real mix of fooled and robust samples
+    assert pooled_passes < 0.8 * len(passes)
+    assert max(passes) == 32  # the working set never exceeds batch_size
 
 
 def test_auc_on_hand_made_curves():

@@ -40,6 +40,7 @@ from torch.utils.data import DataLoader, Dataset
 from . import distributed, lp, sanity
 from .attacks import pgd
 from .attacks.external import INSTALL_HINT, have_art
+from .attacks.gradient import random_start_point
 from .checks import check_bounds, check_int, check_real
 from .modes import eval_mode
 from .protocols import Setting, get_protocol
@@ -335,42 +336,65 @@ def evaluate(
 
         bar = tqdm(desc=(f"{steps}-PGD" if attack == "pgd" else protocol.title),
                    unit="sample")
+    def own_batches():
+        """This process's batches ``(position, x, y)`` on the device, after ``max_samples``;
+        keeps the first ``check_samples`` of all processes' for the sanity checks."""
+        nonlocal n
+        for position, (x, y) in enumerate(_batches(data, batch_size)):
+            if max_samples is not None and n >= max_samples:
+                break
+            if max_samples is not None:
+                x, y = x[: max_samples - n], y[: max_samples - n]
+            n += len(y)
+            if checks and sum(len(c[1]) for c in kept) < check_samples:
+                room = check_samples - sum(len(c[1]) for c in kept)
+                kept.append((x[:room].to(device), y[:room].to(device)))
+            if position % world == rank:  # else another process's batch
+                yield position, x.to(device), y.to(device)
+
+    # 100-PGD on classification attacks a pool of batches at once, refilling a working
+    # set of batch_size samples (fooled samples leave early); the other attacks go batch
+    # by batch
+    pooled = attack == "pgd" and not segmentation
     try:
         with eval_mode(model):
-            for position, (x, y) in enumerate(_batches(data, batch_size)):
-                if max_samples is not None and n >= max_samples:
-                    break
-                if max_samples is not None:
-                    x, y = x[: max_samples - n], y[: max_samples - n]
-                n += len(y)
-                if checks and sum(len(c[1]) for c in kept) < check_samples:
-                    room = check_samples - sum(len(c[1]) for c in kept)
-                    kept.append((x[:room].to(device), y[:room].to(device)))
-                if position % world != rank:
-                    continue  # another process's batch
-                # seeded per batch: the same result whatever the number of processes
-                torch.manual_seed(seed * 1_000_003 + position)
-                x, y = x.to(device), y.to(device)
-                part = {}
-                if attack != "pgd":
-                    outcome = protocol.run(model, x, y, levels, setting)
-                    part["robust"], part["per_loss"] = outcome.robust, outcome.per_loss
-                    part["radii"], part["extra"] = outcome.radii, outcome.extra
-                elif segmentation:
-                    part["robust"], part["per_loss"], part["overlap"] = (
-                        _segmentation_robustness(model, x, y, levels, norm, steps, losses,
-                                                 random_start, bounds, task))
+            for pool in _pools(own_batches(), pooled):
+                if pooled:
+                    # each batch's random starts come from a generator seeded by its
+                    # position: the same result whatever the pooling or number of processes
+                    x = torch.cat([b[1] for b in pool])
+                    y = torch.cat([b[2] for b in pool])
+                    seeds = [(seed * 1_000_003 + position, len(yb)) for position, _, yb in pool]
+                    robust, per_loss = _robustness(model, x, y, levels, setting, seeds)
+                    split = [len(b[2]) for b in pool]
+                    outcomes = [
+                        {"robust": r, "per_loss": dict(zip(per_loss, pl, strict=True))}
+                        for r, *pl in zip(robust.split(split, dim=1),
+                                          *(v.split(split, dim=1) for v in per_loss.values()),
+                                          strict=True)
+                    ]
                 else:
-                    part["robust"], part["per_loss"] = _robustness(
-                        model, x, y, levels, norm, steps, losses, random_start, bounds, task)
-                if _class_labels(y):
-                    part["labels"] = y.cpu()
-                    if num_classes is None:
-                        with torch.no_grad():
-                            num_classes = model(x[:1]).shape[1]
-                parts[position] = _to_cpu(part)
+                    (position, x, y), = pool
+                    # seeded per batch: the same result whatever the number of processes
+                    torch.manual_seed(seed * 1_000_003 + position)
+                    if segmentation:
+                        outcomes = [dict(zip(("robust", "per_loss", "overlap"),
+                                             _segmentation_robustness(
+                                                 model, x, y, levels, norm, steps, losses,
+                                                 random_start, bounds, task), strict=True))]
+                    else:
+                        outcome = protocol.run(model, x, y, levels, setting)
+                        outcomes = [{"robust": outcome.robust, "per_loss": outcome.per_loss,
+                                     "radii": outcome.radii, "extra": outcome.extra}]
+                for (position, _, yb), part in zip(pool, outcomes, strict=True):
+                    if _class_labels(yb):
+                        part["labels"] = yb.cpu()
+                        if num_classes is None:
+                            with torch.no_grad():
+                                num_classes = model(pool[0][1][:1]).shape[1]
+                    parts[position] = _to_cpu(part)
                 if bar is not None:
-                    bar.update(len(y) * world)
+                    bar.update(sum(len(b[2]) for b in pool) * world)
             if ctx is not None and ctx.active:
                 gathered = distributed.gather_objects((parts, num_classes), ctx)
                 parts = {k: v for share, _ in gathered for k, v in share.items()}
@@ -581,27 +605,61 @@ def _is_list(value) -> bool:
     return isinstance(value, list | tuple) or (isinstance(value, torch.Tensor) and value.dim())
 
 
-def _robustness(model, x, y, levels, norm, steps, losses, random_start, bounds, task):
-    """Per-level robust masks of one batch: overall (levels, B) and per loss."""
+#: A pool of 100-PGD takes batches until it holds this many bytes of inputs or batches.
+_POOL_BYTES, _POOL_BATCHES = 128 * 2**20, 32
+
+
+def _pools(batches, pooled: bool):
+    """Group ``(position, x, y)`` batches into pools (lists), or one batch per pool."""
+    pool, size = [], 0
+    for batch in batches:
+        pool.append(batch)
+        size += batch[1].numel() * batch[1].element_size()
+        if not pooled or size >= _POOL_BYTES or len(pool) >= _POOL_BATCHES:
+            yield pool
+            pool, size = [], 0
+    if pool:
+        yield pool
+
+
+def _robustness(model, x, y, levels, setting: Setting, seeds):
+    """Per-level robust masks of a pool of batches: overall (levels, B) and per loss.
+
+    seeds: ``(seed, size)`` per batch of the pool, in order: each batch's random starts
+    are drawn from its own generator, so a sample's result does not depend on the pool.
+    The pool is attacked ``setting.batch_size`` samples at a time, a fooled sample's place
+    going to the next one (:func:`ima.attacks.pgd`'s ``width``).
+    """
+    s = setting
     with torch.no_grad():
-        out = model(x)
-    task.check_target(out, y)
-    clean = task.correct(out, y)
-    alive = {loss: clean.clone() for loss in losses}
-    rows = {loss: [] for loss in losses}
+        out = torch.cat([model(xb) for xb in x.split(s.batch_size)])
+    s.task.check_target(out, y)
+    clean = s.task.correct(out, y)
+    generators = [torch.Generator(device=x.device).manual_seed(k) for k, _ in seeds]
+    owner = torch.repeat_interleave(torch.arange(len(seeds), device=x.device),
+                                    torch.tensor([size for _, size in seeds], device=x.device))
+    alive = {loss: clean.clone() for loss in s.losses}
+    rows = {loss: [] for loss in s.losses}
     for e in levels:
-        for loss in losses:
+        for loss in s.losses:
             idx = alive[loss].nonzero().squeeze(1)
             if e > 0 and idx.numel():
+                start = None
+                if s.random_start:
+                    chunks = [idx[owner[idx] == b] for b in range(len(generators))]
+                    start = torch.cat([
+                        random_start_point(x[c], e, s.norm, s.bounds, generator=g)
+                        for c, g in zip(chunks, generators, strict=True) if c.numel()
+                    ])
                 r = pgd(
-                    model, x[idx], y[idx], eps=e, norm=norm, steps=steps, step_size=e / 10,
-                    loss=loss, random_start=random_start, early_stop=True, bounds=bounds,
-                    task=task,
+                    model, x[idx], y[idx], eps=e, norm=s.norm, steps=s.steps, step_size=e / 10,
+                    loss=loss, random_start=False, start=start, early_stop=True,
+                    bounds=s.bounds, task=s.task, width=s.batch_size,
                 )
                 alive[loss][idx[r.success]] = False
             rows[loss].append(alive[loss].clone())
-    per_loss = {loss: torch.stack(rows[loss]).cpu() for loss in losses}
-    overall = torch.stack([per_loss[loss] for loss in losses]).all(dim=0)
+    per_loss = {loss: torch.stack(rows[loss]).cpu() for loss in s.losses}
+    overall = torch.stack([per_loss[loss] for loss in s.losses]).all(dim=0)
     return overall, per_loss
 
 

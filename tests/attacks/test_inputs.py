@@ -65,3 +65,20 @@ def test_bpgd_n_binary_checked(problem):
     model, x, y = problem
     with pytest.raises(ValueError, match="n_binary must be >= 0"):
         bpgd(model, x, y, eps=0.1, n_binary=-1)
+
+
+def test_pgd_start_points_are_checked_and_kept_inside_the_ball():
+    model, x, y, margin = linear_problem(n=200, eps=0.1)
+    with pytest.raises(ValueError, match="start must be a tensor shaped like x"):
+        pgd(model, x, y, eps=0.1, start=x[:-1])
+    bad = x.clone()
+    bad[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="start contains 1 NaN"):
+        pgd(model, x, y, eps=0.1, start=bad)
+    # far outside every ball (and the bounds): projected back before the first iterate is
+    # judged, so exactly the samples with margin below eps are fooled
+    far = x + 5.0 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    r = pgd(model, x, y, eps=0.1, start=far, early_stop=True, steps=50)
+    assert float((r.x - x).norm(dim=1).max()) <= 0.1 + 1e-6
+    assert float(r.x.min()) >= 0.0 and float(r.x.max()) <= 1.0
+    assert torch.equal(r.success, margin < 0.1)

@@ -86,3 +86,43 @@ def test_gpu_default_lazy_compaction_gives_the_results_of_eager_compaction(probl
     monkeypatch.setitem(gradient._BUCKET, "cuda", 1)
     eager = _runs(net, x, y)
     _assert_same(eager, lazy, atol=1e-5, max_flips=1)
+
+
+@pytest.mark.parametrize("width", [1, 7, 50])
+@pytest.mark.parametrize(("every", "fraction", "bucket"), [(1, 0.0, 1), (4, 0.25, 16)])
+def test_refilled_working_set_gives_the_results_of_the_whole_batch(problem, monkeypatch,
+                                                                    width, every, fraction,
+                                                                    bucket):
+    net, x, y = problem
+    whole = _runs(net, x, y)
+    monkeypatch.setitem(gradient._CHECK_EVERY, "cpu", every)
+    monkeypatch.setitem(gradient._COMPACT_FRACTION, "cpu", fraction)
+    monkeypatch.setitem(gradient._BUCKET, "cpu", bucket)
+    for name, early, tau, loss in (("pgd-stop", True, 0, "ce"), ("pgd-tau", True, 2, "ce"),
+                                   ("pgd-last", False, 0, "margin")):
+        torch.manual_seed(0)
+        streamed = pgd(net, x, y, eps=0.3, early_stop=early, tau=tau, loss=loss, width=width)
+        _assert_same({name: whole[name]}, {name: streamed}, atol=1e-6)
+
+
+def test_refilling_keeps_every_forward_pass_full_until_the_stream_ends(problem):
+    net, x, y = problem
+    sizes = []
+    counted = torch.nn.Sequential(net)
+    counted.register_forward_pre_hook(lambda m, inp: sizes.append(inp[0].shape[0]))
+    torch.manual_seed(0)
+    r = pgd(counted, x, y, eps=0.3, early_stop=True, steps=20, width=16)
+    assert 0.2 < float(r.success.float().mean()) < 0.9
+    # every pass is full while samples wait, then the set only shrinks
+    short = next(i for i, n in enumerate(sizes) if n < 16)
+    assert set(sizes[:short]) == {16}
+    assert all(a >= b for a, b in zip(sizes[short:], sizes[short + 1:], strict=False))
+    # far fewer passes than batches of 16 attacked one after another (21 passes each)
+    assert len(sizes) < 0.7 * 21 * (-(-len(y) // 16))
+    assert sum(sizes) < 0.9 * 21 * len(y)
+
+
+def test_width_is_checked(problem):
+    net, x, y = problem
+    with pytest.raises(ValueError, match="width"):
+        pgd(net, x, y, eps=0.3, width=0)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
 
 from .. import lp
-from ..checks import check_int
+from ..checks import check_finite_tensor, check_int
 from ..modes import eval_mode
 from ..tasks import Task
 from .base import AttackResult, check_attack_inputs, probe
@@ -20,9 +21,9 @@ class Path:
     """Where a PGD run ended, per sample.
 
     x: last iterate, or the iterate at which a stopped sample left; fooled: bool (B,),
-    True where the model misclassifies ``x``; last_correct: the iterate just before the
-    first misclassified one (only when stopping on success with ``tau = 0``; the clean
-    input counts as the iterate before the start point); correct_steps: int (B,), how
+    True where the model misclassifies ``x``; last_correct: where fooled, the iterate just
+    before the first misclassified one (only when stopping on success with ``tau = 0``;
+    the clean input counts as the iterate before the start point); correct_steps: int (B,), how
     many of the iterates a gradient step was taken from were classified correctly.
     """
 
@@ -32,9 +33,10 @@ class Path:
     correct_steps: torch.Tensor
 
 
-def random_start_point(x: torch.Tensor, eps: torch.Tensor, norm: str, bounds) -> torch.Tensor:
+def random_start_point(x: torch.Tensor, eps: torch.Tensor, norm: str, bounds, *,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
     """A uniformly random point of the ``eps``-ball around each sample, clipped to ``bounds``."""
-    return lp.clip_to_bounds(x + lp.sample_ball(x, eps, norm), bounds)
+    return lp.clip_to_bounds(x + lp.sample_ball(x, eps, norm, generator=generator), bounds)
 
 
 #: How often (in iterations) the working set is checked for samples that left it, and
@@ -68,6 +70,7 @@ def ascend(
     stop_on_success: bool,
     tau: int = 0,
     objective=None,
+    width: int | None = None,
     check_every: int | None = None,
     compact_fraction: float | None = None,
 ) -> Path:
@@ -75,96 +78,130 @@ def ascend(
 
     Each iteration does one forward pass on the working set; its output both decides
     whether the current iterate is adversarial and gives the gradient for the next step,
-    so stopping on success costs no extra forward pass. With ``stop_on_success`` a sample
-    leaves once it has been misclassified at ``tau + 1`` iterates (``tau = 0``: at its
-    first misclassified iterate): its result is fixed then, and it is dropped from the
-    working set at the next check (every ``check_every`` iterations) once at least
-    ``compact_fraction`` of the set has left (defaults per device type: on the CPU every
-    iteration, at once; on a GPU every 4 iterations, a quarter, the set then padded to a
-    multiple of 16 rows with finished samples). Results do not depend on these settings.
+    so stopping on success costs no extra forward pass. A sample leaves the working set
+    after its last iterate (``steps`` steps from its start) or, with ``stop_on_success``,
+    once it has been misclassified at ``tau + 1`` iterates (``tau = 0``: at its first
+    misclassified iterate): its result is fixed then, and it is dropped at the next check
+    (every ``check_every`` iterations) once at least ``compact_fraction`` of the set has
+    left (defaults per device type: on the CPU every iteration, at once; on a GPU every 4
+    iterations, a quarter, the set then padded to a multiple of 16 rows with finished
+    samples).
+
+    ``width``: at most this many samples are attacked at once (None: all). The others
+    wait in order and enter as places free up (refilling), each from its own start point
+    with its own count of steps, so a long stream of samples keeps every forward pass
+    full and memory bounded by ``width``. A sample's result depends only on its own
+    inputs, never on these settings (the model is in eval mode; up to floating-point
+    differences between batch sizes).
     ``objective(output, ids)``, when given, replaces the task's loss: the per-sample value
-    to ascend for the working-set samples ``ids`` (TRADES' KL divergence, for example).
+    to ascend for the samples ``ids`` (positions in ``x``) of the working set (TRADES' KL
+    divergence, for example).
     """
-    batch = x.shape[0]
+    n = x.shape[0]
     kind = x.device.type
     if check_every is None:
         check_every = _CHECK_EVERY.get(kind, _GPU_CHECK_EVERY)
     if compact_fraction is None:
         compact_fraction = _COMPACT_FRACTION.get(kind, _GPU_COMPACT_FRACTION)
     bucket = _BUCKET.get(kind, _GPU_BUCKET)
-    x_out = start.detach().clone()
-    fooled = torch.zeros(batch, dtype=torch.bool, device=x.device)
-    correct_steps = torch.zeros(batch, dtype=torch.long, device=x.device)
-    last_correct = x.detach().clone() if stop_on_success else None
-    # The working set: every sample still attacked plus those that left since the last
-    # compaction (``gone``), whose results wait in rec_x / rec_prev until they are written
-    # out; recording them with torch.where needs no host synchronisation.
-    ids = torch.arange(batch, device=x.device)
-    cur, x0, yc, eps_c, step_c, prev = start.detach(), x.detach(), y, eps, step_size, x.detach()
-    budget = torch.full((batch,), tau, dtype=torch.long, device=x.device)
-    steps_c = torch.zeros(batch, dtype=torch.long, device=x.device)  # correct_steps, local
-    gone = torch.zeros(batch, dtype=torch.bool, device=x.device)
-    carried = 0  # finished samples kept in the set as padding (already written out)
-    rec_x = rec_prev = None
-    if stop_on_success:
-        rec_x, rec_prev = x_out.clone(), prev.clone()
+    width = n if width is None else min(check_int("width", width, low=1), n)
+    streaming = width < n  # samples wait and enter with their own count of steps
+    x, start = x.detach(), start.detach()
+    x_out = torch.empty_like(start)  # every sample's result is written when it leaves
+    fooled = torch.zeros(n, dtype=torch.bool, device=x.device)
+    correct_steps = torch.zeros(n, dtype=torch.long, device=x.device)
+    last_correct = x.clone() if stop_on_success else None
 
-    def write_out(mask):
+    def enter(first: int, last: int) -> dict:
+        """The working-set state of samples ``first`` to ``last - 1`` at their start."""
+        k = last - first
+        s = {
+            "ids": torch.arange(first, last, device=x.device), "x0": x[first:last],
+            "y": y[first:last], "eps": eps[first:last], "step": step_size[first:last],
+            "cur": start[first:last], "prev": x[first:last],
+            "steps_c": torch.zeros(k, dtype=torch.long, device=x.device),  # correct iterates
+            "gone": torch.zeros(k, dtype=torch.bool, device=x.device),  # left, kept as rows
+        }
+        # results of the samples that left, written out at the next compaction; recording
+        # them with torch.where needs no host synchronisation
+        s["rec_x"], s["rec_prev"], s["rec_fooled"] = s["cur"], s["prev"], s["gone"]
+        if tau:
+            s["budget"] = torch.full((k,), tau, dtype=torch.long, device=x.device)
+        if streaming:
+            s["age"] = torch.zeros(k, dtype=torch.long, device=x.device)  # steps taken
+        return s
+
+    def write_out(s: dict, mask: torch.Tensor) -> None:
         """Store the results of the working-set samples ``mask`` that left."""
-        done = ids[mask]
-        fooled[done] = True
-        x_out[done] = rec_x[mask]
-        last_correct[done] = rec_prev[mask]
+        done = s["ids"][mask]
+        fooled[done] = s["rec_fooled"][mask]
+        x_out[done] = s["rec_x"][mask]
+        correct_steps[done] = s["steps_c"][mask]
+        if stop_on_success:
+            last_correct[done] = s["rec_prev"][mask]
 
-    for i in range(steps + 1):
-        final = i == steps
+    s, queued = enter(0, width), width  # queued: the next waiting sample
+    carried = 0  # finished samples kept in the set as padding (already written out)
+    join = 0  # waiting samples that enter after this iteration's step
+    fresh = True  # samples entered whose targets are not checked yet
+    can_leave = stop_on_success or streaming
+    for i in itertools.count():
+        # a sample's last iterate is judged, and no gradient taken from it
+        final = (s["age"] == steps) if streaming else i == steps
         value = None
-        if not final:
+        if final is not True:
+            yc, ids = s["y"], s["ids"]
             value = ((lambda out, yc=yc: task.loss(out, yc, loss)) if objective is None
                      else (lambda out, ids=ids: objective(out, ids)))
-        xa, wrong, grad = probe(model, task, cur, yc, value=value, first=i == 0)
-        if final:
-            correct_steps[ids] = steps_c
-            live = ~gone
-            fooled[ids[live]] = wrong[live]
-            x_out[ids[live]] = xa[live]
+        xa, wrong, grad = probe(model, task, s["cur"], s["y"], value=value, first=fresh)
+        fresh = False
+        if can_leave or final is True:
+            leave = final
             if stop_on_success:
-                last_correct[ids[live & wrong]] = prev[live & wrong]
-                write_out(gone)
-            break
-        steps_c += ~(wrong | gone)
-        if stop_on_success:
+                hit = wrong & (s["budget"] == 0) if tau else wrong
+                leave = hit if final is False else final | hit
+            leave = leave & ~s["gone"]
+            counted = wrong | s["gone"]
+            s["steps_c"] += ~(counted if final is False else counted | final)
             if tau:
-                leave = wrong & (budget == 0) & ~gone
-                budget = budget - wrong.long()
-            else:
-                leave = wrong & ~gone
-            rec_x = torch.where(lp.expand_as_batch(leave, xa), xa, rec_x)
-            rec_prev = torch.where(lp.expand_as_batch(leave, xa), prev, rec_prev)
-            gone = gone | leave
-            if (i + 1) % check_every == 0:
-                left = int(gone.sum())
-                if left == ids.numel():
-                    correct_steps[ids] = steps_c
-                    write_out(gone)
-                    break
-                if left > carried and left - carried >= compact_fraction * ids.numel():
-                    correct_steps[ids] = steps_c
-                    write_out(gone)
-                    keep = ~gone
-                    size = -(-(ids.numel() - left) // bucket) * bucket
-                    carried = min(size, ids.numel()) - (ids.numel() - left)
-                    if carried:
-                        keep[gone.nonzero().squeeze(1)[:carried]] = True
-                    ids, xa, grad, x0, yc = ids[keep], xa[keep], grad[keep], x0[keep], yc[keep]
-                    eps_c, step_c, prev, wrong = eps_c[keep], step_c[keep], prev[keep], wrong[keep]
-                    budget, rec_x, rec_prev = budget[keep], rec_x[keep], rec_prev[keep]
-                    steps_c = steps_c[keep]
-                    gone = gone[keep]
-            prev = torch.where(lp.expand_as_batch(wrong, xa), prev, xa)
-        step = lp.expand_as_batch(step_c, xa) * lp.ascent_direction(grad, norm)
-        delta = lp.project(xa + step - x0, eps_c, norm, validate=False)
-        cur = lp.clip_to_bounds(x0 + delta, bounds)
+                s["budget"] = s["budget"] - wrong.long()
+            wide = lp.expand_as_batch(leave, xa)
+            s["rec_x"] = torch.where(wide, xa, s["rec_x"])
+            s["rec_prev"] = torch.where(wide, s["prev"], s["rec_prev"])
+            s["rec_fooled"] = torch.where(leave, wrong, s["rec_fooled"])
+            s["gone"] = s["gone"] | leave
+        else:
+            s["steps_c"] += ~wrong
+        if final is True or (can_leave and (i + 1) % check_every == 0):
+            size = s["ids"].numel()
+            left, waiting = int(s["gone"].sum()), n - queued
+            if left == size and not waiting:
+                write_out(s, s["gone"])
+                break
+            if left > carried and left - carried >= compact_fraction * size:
+                write_out(s, s["gone"])
+                keep = ~s["gone"]
+                live = size - left
+                join = min(waiting, width - live)
+                carried = 0
+                if join == waiting:  # the stream is over: pad to the bucket
+                    rows = live + join
+                    carried = min(-(-rows // bucket) * bucket - rows, left)
+                if carried:
+                    keep[s["gone"].nonzero().squeeze(1)[:carried]] = True
+                s = {k: v[keep] for k, v in s.items()}
+                xa, wrong, grad = xa[keep], wrong[keep], grad[keep]
+        if stop_on_success:
+            s["prev"] = torch.where(lp.expand_as_batch(wrong, xa), s["prev"], xa)
+        step = lp.expand_as_batch(s["step"], xa) * lp.ascent_direction(grad, norm)
+        delta = lp.project(xa + step - s["x0"], s["eps"], norm, validate=False)
+        s["cur"] = lp.clip_to_bounds(s["x0"] + delta, bounds)
+        if streaming:
+            s["age"] += 1
+            if join:
+                new = enter(queued, queued + join)
+                s = {k: torch.cat([v, new[k]]) for k, v in s.items()}
+                queued, join, fresh = queued + join, 0, True
     return Path(x_out, fooled, last_correct, correct_steps)
 
 
@@ -184,6 +221,8 @@ def pgd(
     tau: int = 0,
     bounds=(0.0, 1.0),
     task: Task | None = None,
+    width: int | None = None,
+    start: torch.Tensor | None = None,
 ) -> AttackResult:
     """Projected gradient ascent on the task's loss inside the ``eps``-ball (Eq. 1).
 
@@ -197,6 +236,12 @@ def pgd(
     misclassified (FAT's early-stopped PGD, Zhang et al. 2020). ``success`` is True where
     the model misclassifies the returned point; ``correct_steps`` counts the iterates a
     step was taken from that were still classified correctly (GAIRAT's kappa).
+    ``start``: the start points (shaped like ``x``; projected onto each ball and the
+    bounds) in place of the clean input or a random start drawn here, e.g. random starts
+    drawn from the caller's own generators. ``width``: attack at most this many samples
+    at once (None: the whole batch); the others wait and enter as samples finish, so a
+    large ``x`` is attacked in bounded memory with every forward pass full (the results
+    are those of the whole batch).
     The model runs in eval mode, its modes are restored, and parameter ``.grad`` is never
     touched (gradients are taken with ``torch.autograd.grad``).
     """
@@ -210,10 +255,24 @@ def pgd(
     if step_size is None:
         step_size = alpha * eps / steps
     x = x.detach()
+    if start is not None:
+        if not isinstance(start, torch.Tensor) or start.shape != x.shape:
+            raise ValueError(f"start must be a tensor shaped like x {tuple(x.shape)}, got "
+                             f"{tuple(start.shape) if isinstance(start, torch.Tensor) else start}")
+        check_finite_tensor("start", start)
+        delta = start.detach() - x
+        inside = lp.expand_as_batch(lp.sample_norm(delta, norm) <= eps, x)  # kept bit for bit
+        start = torch.where(inside, start.detach(),
+                            x + lp.project(delta, eps, norm, validate=False))
+        start = lp.clip_to_bounds(start, bounds)
+    elif random_start:
+        start = random_start_point(x, eps, norm, bounds)
+    else:
+        start = x
     with eval_mode(model):
-        start = random_start_point(x, eps, norm, bounds) if random_start else x
         path = ascend(
             model, task, x, y, start=start, eps=eps, step_size=step_size, norm=norm,
             loss=loss, steps=steps, bounds=bounds, stop_on_success=early_stop, tau=tau,
+            width=width,
         )
     return AttackResult(path.x, path.fooled, correct_steps=path.correct_steps)
