@@ -24,8 +24,12 @@ from ima.methods import build_method
 from ima.training import batches, epoch_order
 
 
-def time_epoch(method, model, config, train_set, epoch, max_batches, device):
+def time_epoch(method, model, config, train_set, epoch, max_batches, device, rows=None):
+    """Seconds of one epoch; ``rows``: a list to which every forward pass appends its
+    number of samples (a hook, so only for the untimed counting run)."""
     model = copy.deepcopy(model).train()
+    if rows is not None:
+        model.register_forward_pre_hook(lambda m, inp: rows.append(inp[0].shape[0]))
     optimizer, _ = assemble.make_optimizer(config, model)
     order = epoch_order(len(train_set), config["train"]["seed"], epoch)
     sync(device)
@@ -81,6 +85,20 @@ def main(argv=None):
         print(f"{k:>4}: epoch {best[k]:.2f} s (best of {args.repeats}: "
               + ", ".join(f"{t:.2f}" for t in times[k]) + ")")
     print(f"ratio ima / adv = {best['ima'] / best['adv']:.3f}")
+    # What the active set can save: forward passes (each costs a fixed launch and
+    # dispatch overhead) and rows (each costs arithmetic), untimed
+    n = len(train_set) if not args.max_batches else min(
+        len(train_set), args.max_batches * config["data"]["batch_size"])
+    counts = {}
+    for name in ("ima", "adv"):
+        rows = []
+        method = copy.deepcopy(run.method) if name == "ima" else adv
+        time_epoch(method, run.model, config, train_set, run.epoch, args.max_batches, device,
+                   rows=rows)
+        counts[name] = (len(rows), sum(rows))
+        print(f"{name:>4}: {len(rows)} forward passes, {sum(rows) / n:.1f} rows per sample")
+    print(f"passes ima / adv = {counts['ima'][0] / counts['adv'][0]:.3f}, rows ima / adv = "
+          f"{counts['ima'][1] / counts['adv'][1]:.3f}")
 
 
 if __name__ == "__main__":

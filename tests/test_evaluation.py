@@ -145,6 +145,20 @@ def test_pooled_batches_give_the_per_batch_result_in_fewer_passes(monkeypatch, n
     assert max(passes) == 32  # the working set never exceeds batch_size
 
 
+def test_batches_of_different_image_sizes_are_pooled_apart():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.Tanh(),
+                              torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten(),
+                              torch.nn.Linear(16, 3))
+    batches = []
+    for size in (8, 8, 11):
+        x = torch.rand(6, 1, size, size)
+        with torch.no_grad():
+            batches.append((x, net(x).argmax(1)))
+    result = evaluate(net, batches, eps=[0.5], steps=10, checks=False)
+    assert result.n_samples == 18 and result.accuracy[0] == 1.0
+
+
 def test_auc_on_hand_made_curves():
     assert auc([0, 1, 2], [1, 1, 1]) == pytest.approx(1.0)
     assert auc([0, 1], [1, 0]) == pytest.approx(0.5)

@@ -7,6 +7,11 @@ correctly on clean data and neither run finds an adversarial point (worst case p
 sample). A point adversarial at some ``eps`` lies in every larger ball, so a sample fooled
 at a smaller level is counted as fooled at all larger levels without being attacked
 again. Accuracy is over all samples of the split, or over its first ``max_samples``.
+Up to 32 batches are attacked together through one working set of ``batch_size``
+samples, where a fooled sample's place goes to the next waiting one; each batch draws its
+random starts from a generator seeded by its position, so results do not depend on this
+pooling or on the number of processes (up to float rounding that can differ between
+forward passes of different sizes).
 
 Segmentation (a :class:`~ima.tasks.SegmentationTask`: correct means Dice above its
 threshold) also gets the overlap metrics of appendix I at every level, TVDI and ADI.
@@ -610,9 +615,14 @@ _POOL_BYTES, _POOL_BATCHES = 128 * 2**20, 32
 
 
 def _pools(batches, pooled: bool):
-    """Group ``(position, x, y)`` batches into pools (lists), or one batch per pool."""
+    """Group ``(position, x, y)`` batches into pools (lists), or one batch per pool; a
+    batch whose samples differ in shape or type from the pool's starts a new pool."""
     pool, size = [], 0
     for batch in batches:
+        if pool and any(a.shape[1:] != b.shape[1:] or a.dtype != b.dtype
+                        for a, b in zip(pool[0][1:], batch[1:], strict=True)):
+            yield pool
+            pool, size = [], 0
         pool.append(batch)
         size += batch[1].numel() * batch[1].element_size()
         if not pooled or size >= _POOL_BYTES or len(pool) >= _POOL_BATCHES:
