@@ -115,9 +115,10 @@ def main(argv=None):
           f"{t_curve / t_std:.3f}")
     # Every sample still robust at a level is attacked there for all steps with every
     # loss, by the curve as by any per-level run that is not weaker; the standard runs
-    # attack every clean-correct sample so. The ratio of the two is the curve's floor.
+    # attack every clean-correct sample so: the floor of the ratio of their rows.
     floor = sum(curve.accuracy[1:]) / (len(levels) * curve.accuracy[0])
-    print(f"floor of curve / standard (robust samples attacked for all steps): {floor:.3f}")
+    print(f"floor of the rows of curve / standard (robust samples attacked for all steps): "
+          f"{floor:.3f}")
     for name, other in (("independent", single), ("standard", std)):
         weaker = [eps for eps, a, b in zip(levels, curve.accuracy[1:], other, strict=True)
                   if a > b + 1e-6]  # float32 means
