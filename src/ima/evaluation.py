@@ -341,6 +341,7 @@ def evaluate(
 
         bar = tqdm(desc=(f"{steps}-PGD" if attack == "pgd" else protocol.title),
                    unit="sample")
+
     def own_batches():
         """This process's batches ``(position, x, y)`` on the device, after ``max_samples``;
         keeps the first ``check_samples`` of all processes' for the sanity checks."""

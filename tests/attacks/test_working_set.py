@@ -126,3 +126,16 @@ def test_width_is_checked(problem):
     net, x, y = problem
     with pytest.raises(ValueError, match="width"):
         pgd(net, x, y, eps=0.3, width=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_refilled_working_set_gives_the_results_of_the_whole_batch(problem):
+    net, x, y = problem
+    net, x, y = net.cuda(), x.cuda(), y.cuda()
+    for early, tau in ((True, 0), (True, 2), (False, 0)):
+        torch.manual_seed(0)
+        whole = pgd(net, x, y, eps=0.3, early_stop=early, tau=tau)
+        torch.manual_seed(0)
+        streamed = pgd(net, x, y, eps=0.3, early_stop=early, tau=tau, width=40)
+        _assert_same({"pgd": whole}, {"pgd": streamed}, atol=1e-5, max_flips=1)
