@@ -13,7 +13,7 @@ do by default. Also timed: the curve with each batch attacked alone (no refillin
 working set across batches), to show what refilling saves.
 
     python benchmarks/curve_cost.py RUN_DIR [--levels 5] [--max-samples 500] [--batch-size B]
-        [--device auto]
+        [--repeats 3] [--device auto]
 """
 
 from __future__ import annotations
