@@ -65,7 +65,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-LOSSES = ("ce", "margin")
 
 
 def auc(eps, accuracy) -> float:

@@ -10,7 +10,7 @@ from .. import lp
 from ..checks import check_bounds, check_finite_tensor, check_int, check_real
 from ..tasks import Task, get_task
 
-__all__ = ["AttackResult", "check_attack_inputs", "check_clean_output", "probe"]
+__all__ = ["AttackResult", "check_attack_inputs", "clean_pass", "probe"]
 
 
 @dataclass
@@ -80,12 +80,21 @@ def check_attack_inputs(
     return task, eps, bounds, step_size
 
 
-def check_clean_output(clean_output: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """A caller's model output on the clean ``x`` (detached), one row per sample."""
-    if not isinstance(clean_output, torch.Tensor) or clean_output.shape[:1] != x.shape[:1]:
+def clean_pass(model, task: Task, x: torch.Tensor, y: torch.Tensor,
+               clean_output: torch.Tensor | None = None) -> torch.Tensor:
+    """The model's output on the clean ``x`` without a graph (the caller puts the model in
+    eval mode), or the caller's ``clean_output`` (detached, one row per sample) when it
+    already has it; the targets ``y`` are checked against it."""
+    if clean_output is None:
+        with torch.no_grad():
+            out = model(x)
+    elif not isinstance(clean_output, torch.Tensor) or clean_output.shape[:1] != x.shape[:1]:
         rows = clean_output.shape[0] if isinstance(clean_output, torch.Tensor) else "no"
         raise ValueError(f"clean_output has {rows} rows, x {x.shape[0]}")
-    return clean_output.detach()
+    else:
+        out = clean_output.detach()
+    task.check_target(out, y)
+    return out
 
 
 def probe(model, task: Task, point: torch.Tensor, y: torch.Tensor, *, value=None,

@@ -7,7 +7,7 @@ import torch
 from ..checks import check_int
 from ..modes import eval_mode
 from ..tasks import Task
-from .base import AttackResult, check_attack_inputs, check_clean_output
+from .base import AttackResult, check_attack_inputs, clean_pass
 from .gradient import ascend, random_start_point
 
 __all__ = ["bpgd"]
@@ -60,12 +60,7 @@ def bpgd(
     out_x = x.clone()
     success = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
     with eval_mode(model):
-        if clean_output is None:
-            with torch.no_grad():
-                clean_out = model(x)
-        else:
-            clean_out = check_clean_output(clean_output, x)
-        task.check_target(clean_out, y)
+        clean_out = clean_pass(model, task, x, y, clean_output)
         clean_correct = task.correct(clean_out, y)
         idx = clean_correct.nonzero().squeeze(1)
         if idx.numel() == 0:

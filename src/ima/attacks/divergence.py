@@ -9,7 +9,7 @@ from .. import lp
 from ..checks import check_real
 from ..modes import eval_mode
 from ..tasks import Task
-from .base import AttackResult, check_attack_inputs, check_clean_output
+from .base import AttackResult, check_attack_inputs, clean_pass
 from .gradient import ascend
 
 __all__ = ["kl_attack", "kl_divergence"]
@@ -70,12 +70,7 @@ def kl_attack(
         step_size = alpha * eps / steps
     x = x.detach()
     with eval_mode(model):
-        if clean_output is None:
-            with torch.no_grad():
-                clean = model(x)
-        else:
-            clean = check_clean_output(clean_output, x)
-        task.check_target(clean, y)
+        clean = clean_pass(model, task, x, y, clean_output)
         noise = start_std * torch.randn_like(x)
         start = lp.clip_to_bounds(x + lp.project(noise, eps, norm, validate=False), bounds)
         path = ascend(

@@ -14,7 +14,7 @@ from .. import lp
 from ..checks import check_int
 from ..modes import eval_mode
 from ..tasks import ClassificationTask, Task
-from .base import AttackResult, check_attack_inputs
+from .base import AttackResult, check_attack_inputs, clean_pass
 
 __all__ = ["autoattack", "have_art"]
 
@@ -109,10 +109,7 @@ def autoattack(
         with eval_mode(model):
             for p in params:
                 p.requires_grad_(False)
-            with torch.no_grad():
-                out = model(x)
-            task.check_target(out, y)
-            classes = out.shape[1]
+            classes = clean_pass(model, task, x, y).shape[1]
             estimator = PyTorchClassifier(
                 model=model, loss=torch.nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]),
                 nb_classes=classes, clip_values=None if bounds is None else tuple(bounds),

@@ -124,7 +124,9 @@ def ascend(
         }
         # results of the samples that left, written out at the next compaction; recording
         # them with torch.where needs no host synchronisation
-        s["rec_x"], s["rec_prev"], s["rec_fooled"] = s["cur"], s["prev"], s["gone"]
+        s["rec_x"], s["rec_fooled"] = s["cur"], s["gone"]
+        if stop_on_success:
+            s["rec_prev"] = s["prev"]
         if tau:
             s["budget"] = torch.full((k,), tau, dtype=torch.long, device=x.device)
         if streaming:
@@ -167,7 +169,8 @@ def ascend(
                 s["budget"] = s["budget"] - wrong.long()
             wide = lp.expand_as_batch(leave, xa)
             s["rec_x"] = torch.where(wide, xa, s["rec_x"])
-            s["rec_prev"] = torch.where(wide, s["prev"], s["rec_prev"])
+            if stop_on_success:
+                s["rec_prev"] = torch.where(wide, s["prev"], s["rec_prev"])
             s["rec_fooled"] = torch.where(leave, wrong, s["rec_fooled"])
             s["gone"] = s["gone"] | leave
         else:

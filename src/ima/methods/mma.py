@@ -9,6 +9,7 @@ import torch
 
 from .. import lp
 from ..attacks import pgd
+from ..attacks.base import clean_pass
 from ..attacks.boundary import bisect
 from ..checks import check_int, check_real
 from ..margins import DirectMarginStore
@@ -108,12 +109,8 @@ class MMA(MarginMethod):
         # a model that computes the same in training and eval mode gives the split and
         # the training loss one forward pass
         out = model(x) if mode_free(model) else None
-        if out is None:
-            with eval_mode(model), torch.no_grad():
-                clean = model(x)
-        else:
-            clean = out.detach()
-        task.check_target(clean, y)
+        with eval_mode(model):
+            clean = clean_pass(model, task, x, y, out)
         correct = task.correct(clean, y)
         ones = correct.nonzero().squeeze(1)
 
