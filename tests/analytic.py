@@ -40,7 +40,9 @@ def linear_problem(*, d=20, n=400, eps=0.1, norm="l2", seed=0, band=0.02):
     """A binary linear model and samples in [0.3, 0.7]^d labelled by the model.
 
     Samples whose exact margin lies in ``[(1 - band) eps, (1 + band) eps]`` are dropped (a
-    finite number of PGD steps may stop short there). With ``eps <= 0.2`` every ball, and so
+    finite number of PGD steps may stop short there), and so are samples within float
+    rounding of the boundary (the median sample sits on it: its class depends on the
+    summation order of the matrix product). With ``eps <= 0.2`` every ball, and so
     every nearest boundary point, lies inside the bounds [0, 1].
     """
     g = torch.Generator().manual_seed(seed)
@@ -49,7 +51,7 @@ def linear_problem(*, d=20, n=400, eps=0.1, norm="l2", seed=0, band=0.02):
     b = -float((x @ w).median())
     model = BinaryLinear(w, b)
     margin = model.margin(x, norm)
-    keep = (margin < (1 - band) * eps) | (margin > (1 + band) * eps)
+    keep = ((margin < (1 - band) * eps) | (margin > (1 + band) * eps)) & (margin > 1e-4 * eps)
     x = x[keep]
     y = (model.f(x) > 0).long().detach()
     return model, x, y, model.margin(x, norm)

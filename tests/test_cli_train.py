@@ -81,7 +81,8 @@ def test_set_and_threads_reach_the_config(config_file, tmp_path):
 def test_usage_errors_exit_2(config_file, tmp_path, capsys):
     for argv in (["train", "--config", str(config_file)],  # no --out
                  ["train", "--out", str(tmp_path / "x")],  # no --config for a new run
-                 ["train", "--resume", str(tmp_path), "--set", "train.epochs=3"]):
+                 # a resumed run runs its stored config, not another file
+                 ["train", "--resume", str(tmp_path), "--config", str(config_file)]):
         with pytest.raises(SystemExit) as exc:
             main(argv)
         assert exc.value.code == 2

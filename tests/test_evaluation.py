@@ -7,7 +7,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from ima import evaluate
-from ima.evaluation import EvaluationResult, auc, result_path
+from ima.evaluation import EvaluationResult, auc, save_result
 
 from analytic import linear_problem, small_problem
 
@@ -96,6 +96,7 @@ def test_samples_fooled_at_a_smaller_eps_are_not_attacked_again():
 
     result = evaluate(Counting(), TensorDataset(x, y), eps=[0.05, 0.1], steps=10,
                       losses=("ce",), random_start=False, batch_size=1000)
+    assert calls.pop(0) == 1  # the one-row check that the model returns one logits tensor
     # clean pass, then at 0.05 all samples, at 0.1 only the survivors of 0.05
     survivors = int((margin > 0.05).sum())
     first_level = calls[1]
@@ -173,17 +174,17 @@ def test_auc_on_hand_made_curves():
 def test_result_json_round_trip_and_file_naming(tmp_path):
     model, x, y, _ = linear_problem(eps=0.1, n=50)
     result = evaluate(model, TensorDataset(x, y), eps=[0.05], steps=5, split_name="test")
-    path = result_path(tmp_path, result)
+    path = save_result(tmp_path, result)
     assert path == tmp_path / "eval" / "pgd-l2-test.json"
-    result.save(path)
     loaded = EvaluationResult.load(path)
     assert loaded == result
     data = json.loads(path.read_text())
     assert data["schema_version"] == 1 and data["eps"] == [0.0, 0.05]
     # the same settings go to the same file; different settings never overwrite it
-    assert result_path(tmp_path, loaded) == path
+    assert save_result(tmp_path, loaded) == path
     other = evaluate(model, TensorDataset(x, y), eps=[0.1], steps=5, split_name="test")
-    assert result_path(tmp_path, other) == tmp_path / "eval" / "pgd-l2-test-2.json"
+    assert save_result(tmp_path, other) == tmp_path / "eval" / "pgd-l2-test-2.json"
+    assert EvaluationResult.load(path) == result
     data["schema_version"] = 99
     path.write_text(json.dumps(data))
     with pytest.raises(ValueError, match="schema_version"):

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from ima import MarginStore
+from ima.margins import DirectMarginStore
 
 
 def _f32(values):
@@ -205,3 +206,33 @@ def test_bad_num_samples():
         MarginStore(0, eps_max=1.0, delta_eps=0.1)
     with pytest.raises(TypeError, match="num_samples"):
         MarginStore(2.5, eps_max=1.0, delta_eps=0.1)
+
+
+def _shrink_half(distance):
+    return (distance + 0.5) / 2
+
+
+@pytest.mark.parametrize(("build", "expected", "rule"), [
+    (lambda: MarginStore(4, eps_max=1.0, delta_eps=0.25, init=0.5),
+     [0.75, 0.3, math.nan, 0.75], _shrink_half),
+    (lambda: DirectMarginStore(4, eps_max=1.0, init=0.5), [1.0, 0.1, math.nan, 1.0],
+     lambda d: d),
+])
+def test_a_sample_listed_twice_in_one_record_keeps_its_last_row(build, expected, rule):
+    # (a batch larger than the dataset must repeat samples) sample 3's last row did not
+    # cross; sample 1's last row crossed at 0.1
+    store = build()
+    store.record(torch.tensor([3, 1, 3, 0, 3, 1]),
+                 crossed=torch.tensor([True, True, True, False, False, True]),
+                 distance=torch.tensor([0.1, 0.3, 0.2, 0.0, 0.0, 0.1]))
+    pending, expanded = store.pending_updates()
+    torch.testing.assert_close(pending, _f32(expected), equal_nan=True)
+    assert expanded.tolist() == [True, False, False, True]
+
+    # many repeats of few samples, as in a large batch: still each sample's last row
+    g = torch.Generator().manual_seed(0)
+    index = torch.randint(0, 4, (50_000,), generator=g)
+    distance = torch.rand(50_000, generator=g)
+    store.record(index, crossed=torch.ones(50_000, dtype=torch.bool), distance=distance)
+    last = [int((index == k).nonzero().max()) for k in range(4)]
+    torch.testing.assert_close(store.pending_updates()[0], rule(distance[last]))

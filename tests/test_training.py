@@ -170,7 +170,7 @@ def test_overwrite_replaces_a_run(existing):
     run_dir, before = existing
     run = train(tiny_config("ce", epochs=1), run_dir, overwrite=True, progress=False)
     assert run.epoch == 1 and run.config["method"] == {"name": "ce"}
-    assert sorted(snapshot(run_dir)) == ["checkpoint.pt", "checkpoints/epoch-001.pt",
+    assert sorted(snapshot(run_dir)) == [".ima-run", "checkpoint.pt", "checkpoints/epoch-001.pt",
                                          "config.yaml", "metrics.csv"]
 
 
@@ -347,7 +347,7 @@ def test_init_from_errors_leave_no_folder(tmp_path, base):
     bigger = tiny_config(model={"name": "digits_cnn"}, data={"name": "digits"})
     for key in ("n_train", "n_val", "n_test"):
         bigger["data"].pop(key)
-    with pytest.raises(ValueError, match="does not fit"):
+    with pytest.raises(ValueError, match="weights of another model"):
         train(bigger, tmp_path / "b", init_from=base["none"], progress=False)
     assert not (tmp_path / "b").exists()
 

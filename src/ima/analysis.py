@@ -354,6 +354,7 @@ def evaluate_checkpoints(
             batch_size=batch_size or config["data"]["eval_batch_size"], seed=seed,
             task=run.method.task, progress=progress,
         )
+        result.epoch, result.checkpoint = run.epoch, f"epoch-{epoch:03d}"
         result.save(path)
         out[epoch] = result
     return out

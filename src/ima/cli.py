@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 
@@ -20,6 +21,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"ima {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("--trust-code", action="store_true",
+                        help="allow run folders whose config names code outside ima "
+                        "('module:function' datasets, models or methods) to import it; "
+                        "only for run folders you trust (also: IMA_TRUST_CODE=1)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = commands.add_parser("train", help="train a model with a method from a YAML config")
@@ -36,14 +41,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mode.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     p.add_argument("--init-from", metavar="RUN_OR_CHECKPOINT", help="start from these weights")
-    p.add_argument("--threads", type=int, help="number of torch threads (sets train.threads)")
+    p.add_argument("--threads", type=_int(1), help="number of torch threads (sets "
+                   "train.threads; allowed with --resume)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_train)
 
     p = commands.add_parser("evaluate", help="robustness curve of a trained run (100-PGD, "
                             "SPSA, white noise, AutoAttack, minimal norms)")
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--eps", help="comma-separated noise levels (default: the config's eval.eps)")
+    p.add_argument("--eps", type=_eps, help="comma-separated noise levels (default: the "
+                   "config's eval.eps)")
     p.add_argument("--norm", choices=("l2", "linf"), help="default: the config's eval.norm")
     p.add_argument("--attack", choices=ATTACKS, help="pgd: the paper's 100-PGD (default: "
                    "eval.attack); spsa: black-box SPSA (appendix H.2); uniform-noise, "
@@ -51,25 +58,25 @@ def build_parser() -> argparse.ArgumentParser:
                    "Adversarial Robustness Toolbox (pip install 'ima[autoattack]'); ddn-min, "
                    "bpgd-min: per-sample minimal adversarial norms (DDN, or BPGD with a "
                    "doubling budget) and the curve read off them")
-    p.add_argument("--steps", type=int, help="attack iterations (default: eval.steps for the "
+    p.add_argument("--steps", type=_int(1), help="attack iterations (default: eval.steps for the "
                    "config's attack, else the attack's own: 100, bpgd-min 20)")
     p.add_argument("--split", choices=("train", "val", "test"), help="default: eval.split")
-    p.add_argument("--max-samples", type=int, help="evaluate the first N samples only")
-    p.add_argument("--per-class", type=int, metavar="K", help="evaluate the first K samples "
+    p.add_argument("--max-samples", type=_int(1), help="evaluate the first N samples only")
+    p.add_argument("--per-class", type=_int(1), metavar="K", help="evaluate the first K samples "
                    "of each class only (default 10 for spsa, as appendix H.2; else all)")
-    p.add_argument("--draws", type=int, help="noise draws per sample and level (default 10; "
+    p.add_argument("--draws", type=_int(1), help="noise draws per sample and level (default 10; "
                    "the worst draw counts)")
-    p.add_argument("--spsa-samples", type=int, help="SPSA direction pairs per gradient "
+    p.add_argument("--spsa-samples", type=_int(1), help="SPSA direction pairs per gradient "
                    "estimate (default 2048)")
-    p.add_argument("--query-batch", type=int, help="most SPSA queries per forward pass "
+    p.add_argument("--query-batch", type=_int(1), help="most SPSA queries per forward pass "
                    "(default 4096; bounds memory)")
     p.add_argument("--no-checks", action="store_true", help="skip the sanity checks")
-    p.add_argument("--check-samples", type=int, default=100, help="samples the sanity checks "
+    p.add_argument("--check-samples", type=_int(1), default=100, help="samples the sanity checks "
                    "attack again (default 100)")
-    p.add_argument("--epoch", type=int, help="evaluate the checkpoint saved after this epoch")
-    p.add_argument("--batch-size", type=int, help="default: data.eval_batch_size")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random starts")
-    p.add_argument("--threads", type=int, help="number of torch threads")
+    p.add_argument("--epoch", type=_int(1), help="evaluate the checkpoint saved after this epoch")
+    p.add_argument("--batch-size", type=_int(1), help="default: data.eval_batch_size")
+    p.add_argument("--seed", type=_int(0), default=0, help="seed of the random starts")
+    p.add_argument("--threads", type=_int(1), help="number of torch threads")
     p.add_argument("--device", default="auto",
                    help="where the model and attacks run (default auto: CUDA when available)")
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"),
@@ -101,11 +108,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _parse_eps(text: str) -> list[float]:
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise UsageError(f"--eps must be comma-separated numbers, got {text!r}") from None
+def _int(low: int):
+    """An argparse type: an integer of at least ``low`` (0 is never a stand-in for a
+    default: a flag given is the value used)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+    return parse
+
+
+def _real(low: float, high: float | None = None):
+    """An argparse type: a finite number in ``[low, high]``."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value) or value < low or (high is not None and value > high):
+            bound = f"in [{low}, {high}]" if high is not None else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"must be a finite number {bound}, got {text}")
+        return value
+    return parse
+
+
+def _eps(text: str) -> list[float]:
+    """An argparse type: comma-separated noise levels, each a finite number >= 0."""
+    parts = [v.strip() for v in text.split(",")]
+    if not text.strip() or any(not v for v in parts):
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated noise levels such as 0,0.5,1, got {text!r}")
+    return [_real(0.0)(v) for v in parts]
+
+
+def _given(value, default):
+    """The flag's value when given (0 and empty included: they are checked, never
+    replaced), else the config's default."""
+    return default if value is None else value
 
 
 def _evaluate(args) -> int:
@@ -124,7 +167,7 @@ def _evaluate_in(args, ctx) -> int:
     import torch
 
     from .acceleration import Accelerated, accelerate
-    from .evaluation import EvaluationResult, evaluate, result_path
+    from .evaluation import EvaluationResult, evaluate, save_result
     from .report import robustness_table
     from .runs import load_run
 
@@ -137,14 +180,13 @@ def _evaluate_in(args, ctx) -> int:
     e = run.config["eval"]
     net = accelerate(
         run.model.to(device),
-        precision=args.precision or e["precision"],
-        channels_last=args.channels_last if args.channels_last is not None
-        else e["channels_last"],
-        compile=args.compile if args.compile is not None else e["compile"],
+        precision=_given(args.precision, e["precision"]),
+        channels_last=_given(args.channels_last, e["channels_last"]),
+        compile=_given(args.compile, e["compile"]),
         device=device,
     )
-    split = args.split or e["split"]
-    attack = args.attack or e["attack"]
+    split = _given(args.split, e["split"])
+    attack = _given(args.attack, e["attack"])
     per_class = args.per_class
     if per_class is None and attack == "spsa" and args.max_samples is None:
         per_class = 10
@@ -166,15 +208,15 @@ def _evaluate_in(args, ctx) -> int:
             logging.getLogger(__name__).debug("skipping %s: %s", path, err)
     result = evaluate(
         net, run.dataset(split),
-        eps=_parse_eps(args.eps) if args.eps else e["eps"],
-        norm=args.norm or e["norm"],
+        eps=_given(args.eps, e["eps"]),
+        norm=_given(args.norm, e["norm"]),
         attack=attack,
-        steps=args.steps or (e["steps"] if attack == e["attack"] else None),
+        steps=_given(args.steps, e["steps"] if attack == e["attack"] else None),
         split_name=split,
-        max_samples=args.max_samples or (None if per_class else e["max_samples"]),
+        max_samples=_given(args.max_samples, None if per_class else e["max_samples"]),
         per_class=per_class,
         options=options,
-        batch_size=args.batch_size or run.config["data"]["eval_batch_size"],
+        batch_size=_given(args.batch_size, run.config["data"]["eval_batch_size"]),
         seed=args.seed,
         task=run.method.task,
         progress=not args.no_progress,
@@ -188,8 +230,9 @@ def _evaluate_in(args, ctx) -> int:
     if isinstance(net, Accelerated):
         result.params = {**result.params, "precision": net.precision,
                          "channels_last": net.channels_last}
-    path = result_path(run.dir, result)
-    result.save(path)
+    result.epoch = run.epoch
+    result.checkpoint = "latest" if args.epoch is None else f"epoch-{args.epoch:03d}"
+    path = save_result(run.dir, result)
     labelled = [(run.dir.resolve().name, result)]
     print(robustness_table(labelled).to_markdown())
     if result.tvdi is not None:
@@ -216,6 +259,8 @@ def _report(args) -> int:
     for name in names:
         for label, result in load_results(args.run_dirs, name):
             results.append((label if len(names) == 1 else f"{label} {name}", result))
+    for flag in ("csv", "markdown", "html"):
+        _check_output_file(getattr(args, flag), f"--{flag}")
     table = robustness_table(results, metric=args.metric, ci=args.ci)
     print(table.to_markdown())
     if args.csv:
@@ -240,11 +285,12 @@ def _train(args) -> int:
         raise UsageError("ima train needs --out RUN_DIR (or --resume RUN_DIR)")
     if not args.resume and args.config is None:
         raise UsageError("ima train needs --config FILE for a new run")
+    if args.resume and args.config is not None:
+        raise UsageError("--resume runs the config stored in the run folder; leave out "
+                         "--config (change safe settings with --set)")
     overrides = list(args.overrides)
     if args.threads is not None:
         overrides.append(f"train.threads={args.threads}")
-    if args.resume and overrides:
-        raise UsageError("--set and --threads cannot change a resumed run's config")
     run = train(
         args.config, out, overrides=overrides, resume=bool(args.resume),
         overwrite=args.overwrite, progress=not args.no_progress, init_from=args.init_from,
@@ -270,17 +316,17 @@ def _add_analysis_commands(commands) -> None:
     q.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     q.add_argument("--out", metavar="FILE", help=out_help)
     q.add_argument("--split", choices=("train", "val", "test"), default="test")
-    q.add_argument("--resolution", type=int, default=200, help="grid points per axis")
-    q.add_argument("--epoch", type=int, help="use the checkpoint saved after this epoch")
+    q.add_argument("--resolution", type=_int(1), default=200, help="grid points per axis")
+    q.add_argument("--epoch", type=_int(1), help="use the checkpoint saved after this epoch")
     q.set_defaults(func=_plot_boundary)
 
     q = kinds.add_parser("margins", help="histograms of the margins estimated by IMA/MMA "
                          "(Fig. 7, 10)")
     q.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     q.add_argument("--out", metavar="FILE", help=out_help)
-    q.add_argument("--bins", type=int, default=40)
+    q.add_argument("--bins", type=_int(1), default=40)
     q.add_argument("--overlay", action="store_true", help="all runs on one axis")
-    q.add_argument("--epoch", type=int, help="use the checkpoint saved after this epoch")
+    q.add_argument("--epoch", type=_int(1), help="use the checkpoint saved after this epoch")
     q.set_defaults(func=_plot_margins)
 
     q = kinds.add_parser("curves", help="training/validation accuracy and margins against "
@@ -299,44 +345,44 @@ def _add_analysis_commands(commands) -> None:
     q = kinds.add_parser("samples", help="clean and 100-PGD adversarial images with their "
                          "predicted labels (Fig. 1, 15)")
     q.add_argument("run_dir", metavar="RUN_DIR")
-    q.add_argument("--eps", help="comma-separated noise levels (default: eval.eps)")
-    q.add_argument("--n", type=int, default=8, help="number of images (rows)")
-    q.add_argument("--steps", type=int, default=100, help="PGD iterations (default 100)")
+    q.add_argument("--eps", type=_eps, help="comma-separated noise levels (default: eval.eps)")
+    q.add_argument("--n", type=_int(1), default=8, help="number of images (rows)")
+    q.add_argument("--steps", type=_int(1), default=100, help="PGD iterations (default 100)")
     q.add_argument("--norm", choices=("l2", "linf"), help="default: the config's eval.norm")
     q.add_argument("--split", choices=("train", "val", "test"), default="test")
-    q.add_argument("--seed", type=int, default=0, help="seed of the random starts")
-    q.add_argument("--epoch", type=int, help="use the checkpoint saved after this epoch")
-    q.add_argument("--threads", type=int, help="number of torch threads")
+    q.add_argument("--seed", type=_int(0), default=0, help="seed of the random starts")
+    q.add_argument("--epoch", type=_int(1), help="use the checkpoint saved after this epoch")
+    q.add_argument("--threads", type=_int(1), help="number of torch threads")
     q.add_argument("--out", metavar="FILE", help=out_help)
     q.set_defaults(func=_plot_samples)
 
     p = commands.add_parser("select", help="choose the checkpoint with the largest margins "
                             "whose validation accuracy meets a threshold (appendix C.2)")
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--min-val-acc", type=float, required=True, metavar="FRACTION",
+    p.add_argument("--min-val-acc", type=_real(0.0, 1.0), required=True, metavar="FRACTION",
                    help="least clean validation accuracy, e.g. 0.9")
-    p.add_argument("--eps", help="comma-separated noise levels (default: eval.eps)")
+    p.add_argument("--eps", type=_eps, help="comma-separated noise levels (default: eval.eps)")
     p.add_argument("--norm", choices=("l2", "linf"), help="default: the config's eval.norm")
-    p.add_argument("--steps", type=int, help="PGD iterations (default: eval.steps, 100)")
+    p.add_argument("--steps", type=_int(1), help="PGD iterations (default: eval.steps, 100)")
     p.add_argument("--split", choices=("train", "val", "test"), default="test",
                    help="split the checkpoints are attacked on (default test; val gives "
                    "appendix H.1's tables)")
-    p.add_argument("--max-samples", type=int, help="evaluate the first N samples only")
-    p.add_argument("--batch-size", type=int, help="default: data.eval_batch_size")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random starts")
+    p.add_argument("--max-samples", type=_int(1), help="evaluate the first N samples only")
+    p.add_argument("--batch-size", type=_int(1), help="default: data.eval_batch_size")
+    p.add_argument("--seed", type=_int(0), default=0, help="seed of the random starts")
     p.add_argument("--no-reuse", action="store_true",
                    help="re-evaluate checkpoints even if results with the same settings exist")
-    p.add_argument("--threads", type=int, help="number of torch threads")
+    p.add_argument("--threads", type=_int(1), help="number of torch threads")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_select)
 
     p = commands.add_parser("suggest-eps", help="a noise level for vanilla adversarial "
                             "training from IMA's margins (appendix C.3)")
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--quantile", type=float, default=0.25,
+    p.add_argument("--quantile", type=_real(0.0, 1.0), default=0.25,
                    help="quantile of the margins (default 0.25: 75%% of the samples have a "
                    "larger margin)")
-    p.add_argument("--epoch", type=int, help="use the checkpoint saved after this epoch")
+    p.add_argument("--epoch", type=_int(1), help="use the checkpoint saved after this epoch")
     p.set_defaults(func=_suggest_eps)
 
     p = commands.add_parser("export", help="write the trained model for deployment and check "
@@ -346,10 +392,10 @@ def _add_analysis_commands(commands) -> None:
                    default="torchscript", help="torchscript (default), onnx (needs "
                    "`pip install 'ima[onnx]'`) or export (torch.export .pt2)")
     p.add_argument("--out", metavar="FILE", help="default: RUN_DIR/export/model-epoch-NNN.*")
-    p.add_argument("--epoch", type=int, help="export the checkpoint saved after this epoch")
-    p.add_argument("--n-check", type=int, default=16, help="test inputs to compare on")
-    p.add_argument("--atol", type=float, default=1e-4, help="absolute tolerance")
-    p.add_argument("--rtol", type=float, default=1e-4,
+    p.add_argument("--epoch", type=_int(1), help="export the checkpoint saved after this epoch")
+    p.add_argument("--n-check", type=_int(1), default=16, help="test inputs to compare on")
+    p.add_argument("--atol", type=_real(0.0), default=1e-4, help="absolute tolerance")
+    p.add_argument("--rtol", type=_real(0.0), default=1e-4,
                    help="tolerance relative to the largest output")
     p.set_defaults(func=_export)
 
@@ -416,7 +462,7 @@ def _plot_samples(args) -> int:
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    fig = plot_samples(args.run_dir, eps=_parse_eps(args.eps) if args.eps else None,
+    fig = plot_samples(args.run_dir, eps=args.eps,
                        n=args.n, steps=args.steps, split=args.split, norm=args.norm,
                        seed=args.seed, epoch=args.epoch)
     _save(fig, args, "samples")
@@ -444,7 +490,7 @@ def _select(args) -> int:
     selection = select_checkpoint(metrics, checkpoint_epochs(run_dir),
                                   min_val_acc=args.min_val_acc)
     results = evaluate_checkpoints(
-        run_dir, eps=_parse_eps(args.eps) if args.eps else None, norm=args.norm,
+        run_dir, eps=args.eps, norm=args.norm,
         steps=args.steps, split=args.split, max_samples=args.max_samples,
         batch_size=args.batch_size, seed=args.seed, reuse=not args.no_reuse,
         progress=not args.no_progress,
@@ -476,8 +522,26 @@ def _suggest_eps(args) -> int:
     return 0
 
 
+def _check_output_file(path, flag: str) -> None:
+    """A one-line error when an output file names a folder or sits below a file."""
+    if path is None:
+        return
+    from pathlib import Path
+
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{flag} {str(path)!r} is a folder; give a file name")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UsageError(f"{flag} {str(path)!r}: {str(parent)!r} is a file")
+            break
+
+
 def _export(args) -> int:
     from .deployment import export_model
+
+    _check_output_file(args.out, "--out")
 
     result = export_model(args.run_dir, format=args.format, path=args.out, epoch=args.epoch,
                           n_check=args.n_check, atol=args.atol, rtol=args.rtol)
@@ -504,11 +568,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    if args.trust_code:
+        os.environ["IMA_TRUST_CODE"] = "1"  # also seen by torchrun's other processes' parse
     try:
         return args.func(args)
     except UsageError as err:
         parser.error(str(err))
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError, ImportError) as err:
+    except (ValueError, TypeError, OSError, ImportError) as err:
         if args.verbose:
             raise
         print(f"ima {args.command}: error: {err}", file=sys.stderr)

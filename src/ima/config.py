@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import inspect
+import re
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,10 @@ __all__ = [
     "DEFAULTS",
     "apply_overrides",
     "load_config",
+    "read_config_file",
     "method_hyperparameters",
+    "parse_config_text",
+    "parse_yaml",
     "resolve_config",
     "save_config",
 ]
@@ -79,20 +83,136 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("none", "step", "cosine", "poly")
 
 
-def load_config(path, overrides: list[str] | tuple[str, ...] = ()) -> dict:
-    """Read a YAML config file, apply ``section.key=value`` overrides and resolve it."""
+class _ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with two fixes for hand-written configs.
+
+    * Plain scientific notation is a float: ``1e-3``, ``5E+2``, ``-2e4``, ``1.5e3``
+      (YAML 1.2; PyYAML follows YAML 1.1, which reads them as strings because it wants a
+      dot and a signed exponent, ``1.0e-3``). Integers stay integers and ``1e`` a string.
+    * A key given twice in one mapping, at any depth, is an error (PyYAML keeps the last
+      one silently, so a forgotten earlier line would win or lose unseen).
+    """
+
+    #: what errors call the text being read (set per parse)
+    source = "YAML text"
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # "<<: *base" may override keys of the merged mapping
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    first = seen.get(key)
+                except TypeError:
+                    continue  # unhashable key: the base constructor reports it
+                if first is not None:
+                    raise ValueError(
+                        f"{self.source}: duplicate key {key!r} at line {line} (first given at "
+                        f"line {first}); give each key once"
+                    )
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+_ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def _one_line(err: yaml.YAMLError) -> str:
+    """A PyYAML error as one line: what is wrong and where (line and column, 1-based)."""
+    if isinstance(err, yaml.MarkedYAMLError):
+        what = "; ".join(str(p) for p in (err.context, err.problem) if p)
+        mark = err.problem_mark or err.context_mark
+        if mark is not None:
+            what += f" (line {mark.line + 1}, column {mark.column + 1})"
+        return what
+    return " ".join(str(err).split())
+
+
+def parse_yaml(text: str, source: str):
+    """Parse YAML ``text`` as ima reads configs (see :class:`_ConfigLoader`).
+
+    source: what the text is, for error messages (``"config file 'a.yaml'"``,
+    ``"--set 'optim.lr=1e-3'"``). Raises ``ValueError`` naming it for binary text, invalid
+    YAML and duplicate keys (with the line).
+    """
+    if "\x00" in text:
+        raise ValueError(f"{source} is binary, not YAML text (it holds NUL bytes)")
+    loader = _ConfigLoader(text)
+    loader.source = source
+    try:
+        return loader.get_single_data()
+    except yaml.YAMLError as err:
+        raise ValueError(f"{source} is not valid YAML: {_one_line(err)}") from err
+    finally:
+        loader.dispose()
+
+
+def _kind(value) -> str:
+    if isinstance(value, list | tuple):
+        return "a list"
+    return f"the {type(value).__name__} {value!r}"
+
+
+def parse_config_text(text: str, source: str) -> dict:
+    """The sections of a config file's ``text`` (``{}`` when it is empty).
+
+    source: the file's path, named in errors. Raises ``ValueError`` for invalid YAML,
+    duplicate keys, and a document that is not a mapping of sections (a list or a scalar).
+    """
+    where = f"config file {source!r}"
+    raw = parse_yaml(text, where)
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ValueError(
+            f"{where} must be a mapping of sections ({', '.join(SECTIONS)}), got {_kind(raw)}"
+        )
+    return raw
+
+
+def _read_text(path: Path) -> str:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"config file {str(path)!r} is not UTF-8 text (a binary file, or another "
+            f"encoding): byte 0x{data[err.start]:02x} at offset {err.start}"
+        ) from None
+
+
+def read_config_file(path) -> dict:
+    """The sections of a YAML config file as written, unresolved (nothing imported)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file {str(path)!r} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ValueError(f"config file {str(path)!r} is not valid YAML: {err}") from err
-    return resolve_config(apply_overrides(raw or {}, overrides))
+    return parse_config_text(_read_text(path), str(path))
+
+
+def load_config(path, overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    """Read a YAML config file, apply ``section.key=value`` overrides and resolve it."""
+    return resolve_config(apply_overrides(read_config_file(path), overrides))
 
 
 def apply_overrides(raw: dict, overrides) -> dict:
-    """Return a copy of ``raw`` with ``section.key=value`` strings applied (value is YAML)."""
+    """Return a copy of ``raw`` with ``section.key=value`` strings applied.
+
+    The value is YAML, read as config files are (:func:`parse_yaml`); an empty value
+    sets None. ``raw`` None (an empty file) is an empty config.
+    """
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ValueError(
+            f"a config must be a mapping of sections ({', '.join(SECTIONS)}), got {_kind(raw)}"
+        )
     raw = copy.deepcopy(raw)
     for item in overrides:
         key, sep, value = item.partition("=")
@@ -101,10 +221,14 @@ def apply_overrides(raw: dict, overrides) -> dict:
             raise ValueError(f"an override must look like section.key=value, got {item!r}")
         if section not in SECTIONS:
             raise ValueError(f"unknown config section {section!r} in {item!r}; known: {SECTIONS}")
-        raw.setdefault(section, {})
-        if not isinstance(raw[section], dict):
+        if raw.get(section) is None:
             raw[section] = {}
-        raw[section][name] = yaml.safe_load(value) if value.strip() else None
+        elif not isinstance(raw[section], dict):
+            raise ValueError(
+                f"config section {section!r} must be a mapping, got {_kind(raw[section])}; "
+                f"cannot apply {item!r}"
+            )
+        raw[section][name] = parse_yaml(value, f"--set {item!r}") if value.strip() else None
     return raw
 
 

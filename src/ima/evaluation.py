@@ -50,7 +50,7 @@ from .checks import check_bounds, check_int, check_real
 from .modes import eval_mode
 from .protocols import Setting, get_protocol
 from .stats import successes, wilson_interval
-from .tasks import SegmentationTask, adi, dice_from_counts, get_task, tvdi
+from .tasks import SegmentationTask, adi, get_task, tvdi
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -58,7 +58,7 @@ __all__ = [
     "EvaluationResult",
     "auc",
     "evaluate",
-    "result_path",
+    "save_result",
     "segment_under_attack",
 ]
 
@@ -113,7 +113,9 @@ class EvaluationResult:
     ``specificity`` (on the negatives), each with its ``_ci``; ``extra``, attack-specific
     curves (white noise: ``accuracy_average``, the mean over draws); ``checks``, the
     sanity checks ``{"name", "passed", "detail"}`` (:mod:`ima.sanity`; ``passed`` None:
-    not applicable).
+    not applicable); ``epoch``, the epochs the evaluated checkpoint had trained, and
+    ``checkpoint``, which one it was (``"latest"`` or ``"epoch-NNN"``; None for a model
+    evaluated outside a run folder).
     """
 
     attack: str
@@ -146,6 +148,8 @@ class EvaluationResult:
     specificity_ci: list[list[float]] | None = field(default=None, repr=False)
     extra: dict = field(default_factory=dict)
     checks: list[dict] = field(default_factory=list)
+    epoch: int | None = None
+    checkpoint: str | None = None
     schema_version: int = SCHEMA_VERSION
 
     def intervals(self) -> list[list[float]]:
@@ -165,6 +169,9 @@ class EvaluationResult:
 
     @classmethod
     def from_dict(cls, data: dict) -> EvaluationResult:
+        if not isinstance(data, dict):
+            raise ValueError(f"an evaluation result is a JSON object, got a "
+                             f"{type(data).__name__}")
         version = data.get("schema_version")
         if version != SCHEMA_VERSION:
             raise ValueError(
@@ -193,14 +200,18 @@ class EvaluationResult:
         if not path.is_file():
             raise FileNotFoundError(f"evaluation result {str(path)!r} does not exist")
         try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ValueError(f"evaluation result {str(path)!r} is not valid JSON: {err}") from err
-        return cls.from_dict(data)
+        try:
+            return cls.from_dict(data)
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"{str(path)!r} is not an ima evaluation result: {err}") from None
 
     def same_protocol(self, other: EvaluationResult) -> bool:
         """Whether two results come from the same evaluation settings."""
-        keys = ("attack", "norm", "split", "n_samples", "subset", "seed", "params", "eps")
+        keys = ("attack", "norm", "split", "n_samples", "subset", "seed", "params", "eps",
+                "epoch", "checkpoint")
         return all(getattr(self, k) == getattr(other, k) for k in keys)
 
 
@@ -307,7 +318,7 @@ def evaluate(
         raise ValueError("losses must name at least one loss")
     for loss in losses:
         task.check_loss(loss)
-    levels = sorted({check_real("eps", e, low=0.0) for e in (eps if _is_list(eps) else [eps])})
+    levels = sorted({check_real("eps", e, low=0.0) for e in _eps_values(eps)})
     if levels[0] != 0.0:
         levels.insert(0, 0.0)
     if bounds == "auto":
@@ -328,6 +339,7 @@ def evaluate(
 
     began = time.perf_counter()
     device = _model_device(model)
+    model_dtype = next((p.dtype for p in model.parameters()), None)
     rank, world = (0, 1) if ctx is None else (ctx.rank, ctx.world)
     generator_state = torch.get_rng_state()
     parts: dict[int, dict] = {}  # this process's batches, by position in the data
@@ -351,6 +363,9 @@ def evaluate(
             if max_samples is not None:
                 x, y = x[: max_samples - n], y[: max_samples - n]
             n += len(y)
+            _check_inputs(x, model_dtype)
+            if position == 0:
+                _check_output(model, x[:1].to(device))
             if checks and sum(len(c[1]) for c in kept) < check_samples:
                 room = check_samples - sum(len(c[1]) for c in kept)
                 kept.append((x[:room].to(device), y[:room].to(device)))
@@ -428,11 +443,20 @@ def evaluate(
     if n == 0:
         raise ValueError("data holds no samples to evaluate")
 
-    accuracy = robust.float().mean(dim=1).tolist()  # robust: (levels, n)
-    per_loss = {
-        k: torch.cat(v, dim=1).float().mean(dim=1).tolist() for k, v in per_loss_chunks.items()
-    }
     overlap = _overlap_metrics(overlap_chunks) if overlap_chunks else {}
+    # robust: (levels, n); a segmentation image without a Dice at a level (empty truth and
+    # prediction, empty_dice "skip") is not counted there
+    scored = (torch.tensor([[d == d for d in row] for row in overlap["dice"]])
+              if overlap else torch.ones_like(robust))
+    counted = scored.sum(dim=1).clamp_min(1)
+    accuracy = (robust.sum(dim=1) / counted).tolist()
+    per_loss = {
+        k: (torch.cat(v, dim=1).sum(dim=1) / counted).tolist()
+        for k, v in per_loss_chunks.items()
+    }
+    if overlap:
+        overlap["dice"] = [[d if d == d else None for d in row] for row in overlap["dice"]]
+        overlap["adi"] = [a if a == a else None for a in overlap["adi"]]
     result = EvaluationResult(
         attack=attack,
         norm=norm,
@@ -440,10 +464,11 @@ def evaluate(
         n_samples=n,
         subset=subset,
         seed=seed,
-        params=({"steps": steps, "step_size": "eps/10", "random_start": random_start,
-                 "losses": list(losses), "early_stop": not segmentation,
-                 "bounds": bounds and list(bounds)}
-                if attack == "pgd" else protocol.params(setting)),
+        params={**({"steps": steps, "step_size": "eps/10", "random_start": random_start,
+                    "losses": list(losses), "early_stop": not segmentation,
+                    "bounds": bounds and list(bounds)}
+                   if attack == "pgd" else protocol.params(setting)),
+                **(_dice_rule(task) if segmentation else {})},
         eps=levels,
         accuracy=accuracy,
         accuracy_per_loss=per_loss,
@@ -453,7 +478,8 @@ def evaluate(
         **overlap,
         indices=indices,
         radii=None if radii is None else [None if r != r else float(r) for r in radii.tolist()],
-        accuracy_ci=[list(wilson_interval(int(k), n)) for k in robust.sum(dim=1).tolist()],
+        accuracy_ci=[list(wilson_interval(int(k), int(m))) for k, m in
+                     zip(robust.sum(dim=1).tolist(), counted.tolist(), strict=True)],
         extra={k: torch.cat(v, dim=1).float().mean(dim=1).tolist()
                for k, v in extra_chunks.items()},
         checks=found,
@@ -606,8 +632,36 @@ def _cross_checks(result, references) -> list[dict]:
     return out
 
 
-def _is_list(value) -> bool:
-    return isinstance(value, list | tuple) or (isinstance(value, torch.Tensor) and value.dim())
+def _eps_values(eps) -> list:
+    """The noise levels of ``eps``: a number, a list or tuple, or a 0-/1-D tensor."""
+    if isinstance(eps, torch.Tensor):
+        if eps.dim() > 1:
+            raise ValueError(f"eps must be a number or a 1-D list of numbers, got a tensor "
+                             f"of shape {tuple(eps.shape)}")
+        eps = eps.tolist()
+    values = list(eps) if isinstance(eps, list | tuple) else [eps]
+    if not values:
+        raise ValueError("eps must hold at least one noise level, got an empty list")
+    return values
+
+
+@torch.no_grad()
+def _check_output(model, x: torch.Tensor) -> None:
+    out = model(x)
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"the model must return one tensor of logits, got a "
+                        f"{type(out).__name__}; wrap it to return the logits alone")
+
+
+def _check_inputs(x: torch.Tensor, model_dtype: torch.dtype | None) -> None:
+    """Inputs must be floating point in the data's range and of the model's dtype: a
+    silent conversion could change what is attacked (uint8 pixels are not in [0, 1])."""
+    if not torch.is_floating_point(x):
+        raise TypeError(f"inputs must be floating point in the data's range (images in "
+                        f"[0, 1]), got {x.dtype}; e.g. x.float() / 255 for 8-bit images")
+    if model_dtype is not None and x.dtype != model_dtype:
+        raise TypeError(f"inputs are {x.dtype} but the model's parameters are {model_dtype}; "
+                        "convert one to the other (e.g. x.float())")
 
 
 #: A pool of 100-PGD takes batches until it holds this many bytes of inputs or batches.
@@ -689,8 +743,10 @@ def _lowest_dice(model, x, y, eps, best, *, norm, steps, losses, random_start, b
         fooled[loss] = r.success | (r.correct_steps < steps)
         with torch.no_grad():
             new_counts = task.counts(model(r.x), y)
-        new_dice = dice_from_counts(*new_counts)
-        worse = new_dice < dice
+        new_dice = task.dice_from_counts(*new_counts)
+        # an unscored image (NaN: empty truth and prediction) that the attack gave a
+        # foreground prediction is worse: Dice 0 against no Dice
+        worse = (new_dice < dice) | (dice.isnan() & ~new_dice.isnan())
         points = torch.where(lp.expand_as_batch(worse, points), r.x, points)
         counts = tuple(
             torch.where(worse[:, None], new, old) for new, old in zip(new_counts, counts,
@@ -709,7 +765,7 @@ def _segmentation_robustness(model, x, y, levels, norm, steps, losses, random_st
     task.check_target(out, y)
     clean = task.correct(out, y)
     counts = task.counts(out, y)
-    best = (x, counts, dice_from_counts(*counts))
+    best = (x, counts, task.dice_from_counts(*counts))
     alive = {loss: clean.clone() for loss in losses}
     rows = {loss: [] for loss in losses}
     overlap = []
@@ -727,6 +783,12 @@ def _segmentation_robustness(model, x, y, levels, norm, steps, losses, random_st
     per_loss = {loss: torch.stack(rows[loss]).cpu() for loss in losses}
     overall = torch.stack([per_loss[loss] for loss in losses]).all(dim=0)
     return overall, per_loss, overlap
+
+
+def _dice_rule(task: SegmentationTask) -> dict:
+    """What "correct" meant for a segmentation result (recorded with it)."""
+    return {"threshold": task.threshold, "empty_dice": task.empty_dice,
+            "dice_inclusive": task.dice_inclusive}
 
 
 def _overlap_metrics(chunks) -> dict:
@@ -786,7 +848,7 @@ def segment_under_attack(
                 out = model(x)
             task.check_target(out, y)
             counts = task.counts(out, y)
-            best = (x, counts, dice_from_counts(*counts))
+            best = (x, counts, task.dice_from_counts(*counts))
             if eps > 0:
                 best, _ = _lowest_dice(
                     model, x, y, eps, best, norm=norm, steps=steps, losses=losses,
@@ -799,19 +861,32 @@ def segment_under_attack(
     return AttackedSegmentation(best[0].detach(), prediction, best[2].float())
 
 
-def result_path(run_dir, result: EvaluationResult) -> Path:
-    """Where a result goes in a run folder: ``eval/<attack>-<norm>-<split>.json``; a file
-    there from different settings is never overwritten (a numbered name is used instead)."""
-    base = Path(run_dir) / "eval" / f"{result.attack}-{result.norm}-{result.split or 'data'}"
-    path = base.with_suffix(".json")
-    k = 2
-    while path.exists():
-        try:
-            if EvaluationResult.load(path).same_protocol(result):
-                return path
-        except (ValueError, TypeError):
-            pass
-        path = Path(f"{base}-{k}.json")
-        k += 1
-    return path
+def save_result(run_dir, result: EvaluationResult) -> Path:
+    """Write a result into a run folder and return its path:
+    ``eval/<attack>-<norm>-<split>[-epoch-NNN].json`` (the suffix for a kept checkpoint).
 
+    A file there from other settings or another checkpoint is never replaced: the next
+    free numbered name (``-2``, ``-3``, ...) is used. A name is taken by creating the
+    file exclusively, so concurrent evaluations of one run folder never lose a result;
+    a file of the same settings and checkpoint is replaced (a re-evaluation)."""
+    from .runs import atomic_write, exclusive_write
+
+    base = f"{result.attack}-{result.norm}-{result.split or 'data'}"
+    if result.checkpoint not in (None, "latest"):
+        base += f"-{result.checkpoint}"
+    text = json.dumps(result.to_dict(), indent=1)
+    write = lambda tmp: Path(tmp).write_text(text)  # noqa: E731
+    folder = Path(run_dir) / "eval"
+    k = 1
+    while True:
+        path = folder / (f"{base}.json" if k == 1 else f"{base}-{k}.json")
+        if exclusive_write(path, write):
+            return path
+        try:
+            same = EvaluationResult.load(path).same_protocol(result)
+        except (ValueError, TypeError, FileNotFoundError):
+            same = False
+        if same:
+            atomic_write(path, write)
+            return path
+        k += 1

@@ -54,7 +54,8 @@ class MarginStore:
         """Record BPGD outcomes for correctly classified samples ``index`` (B,).
 
         crossed: bool (B,), True where a boundary point was found; distance: (B,) its
-        distance ``||x - x_n||`` (ignored where ``crossed`` is False).
+        distance ``||x - x_n||`` (ignored where ``crossed`` is False). A sample listed
+        more than once (a batch larger than the dataset) keeps its last row's record.
         """
         index = self._check_index(index)
         crossed = torch.as_tensor(crossed).reshape(-1).bool().cpu()
@@ -71,6 +72,10 @@ class MarginStore:
                 f"distance must be finite and >= 0 where crossed is True, got "
                 f"{distance[bad][:4].tolist()}"
             )
+        # Assigning through an index that repeats leaves undefined which row lands, so
+        # only each sample's last row is written.
+        last = _last_occurrence(index, self.num_samples)
+        index, crossed, distance = index[last], crossed[last], distance[last]
         current = self.margins[index]
         new = self.update(current, crossed, distance)
         self._pending[index] = new
@@ -154,6 +159,14 @@ class MarginStore:
         self._pending = pending.clone()
         self._expanded = expanded.clone()
         self.last_update = dict(state["last_update"])
+
+
+def _last_occurrence(index: torch.Tensor, size: int) -> torch.Tensor:
+    """Bool mask (B,) of the entries of ``index`` (values in ``[0, size)``) that no later
+    entry repeats."""
+    position = torch.arange(index.numel())
+    last = torch.full((size,), -1).scatter_reduce(0, index, position, reduce="amax")
+    return last[index] == position
 
 
 class DirectMarginStore(MarginStore):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
@@ -474,13 +475,16 @@ def _segmentation_samples(run: Run, *, eps, n, steps, split, norm, seed) -> Figu
             ax.contour(truth > 0, levels=[0.5], colors="#ff7f0e", linewidths=0.8)
             ax.set_xticks([])
             ax.set_yticks([])
-            wrong = not dice > task.threshold
-            ax.set_title(f"Dice {dice:.2f}", fontsize=8, color="#d62728" if wrong else "black")
+            scored = not math.isnan(dice)  # NaN: empty truth and prediction, not scored
+            wrong = scored and not bool(task.meets_threshold(dice))
+            ax.set_title(f"Dice {dice:.2f}" if scored else "empty, not scored", fontsize=8,
+                         color="#d62728" if wrong else "black")
         axes[2 * i, 0].set_ylabel(f"image {i}", fontsize=8)
         axes[2 * i + 1, 0].set_ylabel("prediction", fontsize=8)
     fig.suptitle(
         f"{_label(run.dir)}: {split} images and predicted masks under {steps}-PGD "
-        f"({norm.upper()})\norange outline: true mask; red title: Dice <= {task.threshold:g}",
+        f"({norm.upper()})\norange outline: true mask; red title: Dice "
+        f"{'<' if task.dice_inclusive else '<='} {task.threshold:g}",
         fontsize=9,
     )
     return fig

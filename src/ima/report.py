@@ -17,7 +17,10 @@ from pathlib import Path
 from .checks import check_choice
 from .evaluation import EvaluationResult
 
-__all__ = ["METRICS", "Table", "clinical_table", "html_report", "load_results", "robustness_table"]
+__all__ = [
+    "METRICS", "Table", "clinical_table", "html_report", "load_results", "robustness_table",
+    "unique_labels",
+]
 
 #: what a table can show: the name of the result field and its title
 METRICS = {
@@ -67,10 +70,16 @@ class Table:
 
 
 def load_results(run_dirs, name: str = "pgd-l2-test") -> list[tuple[str, EvaluationResult]]:
-    """``(label, result)`` for each run folder, reading ``eval/<name>.json``; the label is
-    the folder's name."""
+    """``(label, result)`` for each run folder, reading ``eval/<name>.json``.
+
+    The label is the folder's name, with as many parent folders as it takes to tell runs
+    of the same name apart (``a/run``, ``b/run``), and ``(epoch N of M)`` when the result
+    is of another checkpoint than the run's last epoch."""
+    from .runs import read_metrics
+
     out = []
-    for run_dir in run_dirs:
+    labels = unique_labels(run_dirs)
+    for run_dir, label in zip(run_dirs, labels, strict=True):
         path = Path(run_dir) / "eval" / f"{name}.json"
         if not path.is_file():
             have = sorted(p.stem for p in (Path(run_dir) / "eval").glob("*.json"))
@@ -78,8 +87,26 @@ def load_results(run_dirs, name: str = "pgd-l2-test") -> list[tuple[str, Evaluat
                 f"{str(run_dir)!r} has no evaluation {name!r} (run `ima evaluate {run_dir}`); "
                 f"it has: {', '.join(have) or 'none'}"
             )
-        out.append((Path(run_dir).resolve().name, EvaluationResult.load(path)))
+        result = EvaluationResult.load(path)
+        metrics = read_metrics(run_dir)
+        last = metrics[-1]["epoch"] if metrics else None
+        if result.epoch is not None and last is not None and result.epoch != last:
+            label = f"{label} (epoch {result.epoch} of {last})"
+        out.append((label, result))
     return out
+
+
+def unique_labels(run_dirs) -> list[str]:
+    """The shortest trailing parts of the run folders' paths that tell them apart."""
+    parts = [Path(d).resolve().parts for d in run_dirs]
+    labels = []
+    for i, own in enumerate(parts):
+        for k in range(1, len(own) + 1):
+            label = own[-k:]
+            if all(other[-k:] != label for j, other in enumerate(parts) if j != i):
+                break
+        labels.append("/".join(label))
+    return labels
 
 
 def _fmt_eps(e: float) -> str:
@@ -99,8 +126,9 @@ def robustness_table(
     if not results:
         raise ValueError("robustness_table needs at least one result")
     levels = sorted({e for _, r in results for e in r.eps})
+    aucs, auc_note = _comparable_aucs(results)
     rows = []
-    for label, r in results:
+    for (label, r), row_auc in zip(results, aucs, strict=True):
         values = getattr(r, metric)
         if values is None:
             raise ValueError(
@@ -115,7 +143,8 @@ def robustness_table(
                 f"{cell} [{100 * bounds[e][0]:.1f}, {100 * bounds[e][1]:.1f}]" if cell else ""
                 for cell, e in zip(cells, levels, strict=True)
             ]
-        rows.append([label, *cells] + ([f"{r.auc:.4f}"] if metric == "accuracy" else []))
+        auc_cell = "" if row_auc is None else f"{row_auc:.4f}"
+        rows.append([label, *cells] + ([auc_cell] if metric == "accuracy" else []))
     first = results[0][1]
     norms = sorted({r.norm for _, r in results})
     subsets = sorted({r.subset or f"all {r.n_samples}" for _, r in results})
@@ -124,9 +153,30 @@ def robustness_table(
         f"{'/'.join(n.upper() for n in norms)} norm, split {first.split}, samples: "
         f"{'; '.join(subsets)}" + (", [Wilson 95 % interval]" if ci and metric == "accuracy"
                                    else "")
+        + (f"; {auc_note}" if auc_note and metric == "accuracy" else "")
     )
     auc_column = ["AUC"] if metric == "accuracy" else []
     return Table(title, ["Noise", *map(_fmt_eps, levels), *auc_column], rows)
+
+
+def _comparable_aucs(results) -> tuple[list, str]:
+    """Each row's AUC, comparable across rows: the stored AUC when every result has the
+    same levels, else the AUC over the levels all results share (None where they share
+    fewer than two), with a note for the table's title."""
+    from .evaluation import auc
+
+    if len({tuple(r.eps) for _, r in results}) == 1:
+        return [r.auc for _, r in results], ""
+    common = sorted(set.intersection(*(set(r.eps) for _, r in results)))
+    if len(common) < 2:
+        return ([None] * len(results),
+                "no AUC: the results share fewer than two noise levels")
+    out = []
+    for _, r in results:
+        by_eps = dict(zip(r.eps, r.accuracy, strict=True))
+        out.append(auc(common, [by_eps[e] for e in common]))
+    levels = ", ".join(map(_fmt_eps, common))
+    return out, f"AUC over the levels all rows share ({levels}), as their levels differ"
 
 
 def clinical_table(label: str, result: EvaluationResult) -> Table:

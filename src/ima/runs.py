@@ -1,30 +1,35 @@
 """Run folders: config, metrics, checkpoints, and ``load_run``.
 
-A run folder holds ``config.yaml`` (fully resolved), ``metrics.csv`` (one row per epoch),
-``checkpoint.pt`` (the latest), ``checkpoints/epoch-NNN.pt`` (every ``save_every``
-epochs) and evaluation results under ``eval/``. Checkpoints are written atomically and
-read with ``torch.load(..., weights_only=True)``, so a checkpoint cannot run code.
+A run folder holds ``.ima-run`` (the marker that says ima made it), ``config.yaml``
+(fully resolved), ``metrics.csv`` (one row per epoch), ``checkpoint.pt`` (the latest),
+``checkpoints/epoch-NNN.pt`` (every ``save_every`` epochs) and evaluation results under
+``eval/``. Files are written atomically (a temporary file, then a rename) with the
+permissions of an ordinary new file; checkpoints are read with
+``torch.load(..., weights_only=True)``, so a checkpoint cannot run code, and a config
+that names code outside ima (``"module:function"``) is imported only when the user opts
+in (:func:`check_trusted`), so opening a run folder from elsewhere cannot run code either.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import yaml
 
 from . import assemble
-from .config import resolve_config
+from .config import read_config_file, resolve_config
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "TRUST_CODE_ENV",
     "Run",
+    "check_trusted",
     "checkpoint_path",
     "load_checkpoint",
     "load_run",
@@ -36,9 +41,26 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "ima-checkpoint-v1"
+RUN_FORMAT = "ima-run-v1"
+MARKER_FILE = ".ima-run"
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.csv"
 LATEST = "checkpoint.pt"
+#: Set to 1 to let ima import the code a run folder's config names (``--trust-code``).
+TRUST_CODE_ENV = "IMA_TRUST_CODE"
+
+#: What ima writes into a run folder (glob patterns relative to it); ``--overwrite``
+#: removes these and nothing else. Temporary files of interrupted atomic writes are
+#: ``.<name>.<random>.tmp`` beside their target.
+WRITTEN = (
+    MARKER_FILE, CONFIG_FILE, METRICS_FILE, LATEST, ".*.tmp",
+    "checkpoints/epoch-*.pt", "checkpoints/.*.tmp",
+    "eval/*.json", "eval/select-*.md", "eval/select-*.csv", "eval/.*.tmp",
+    "eval/checkpoints/epoch-*.json", "eval/checkpoints/.*.tmp",
+    "figures/*.png", "figures/*.pdf", "figures/.*.tmp",
+    "export/model-epoch-*", "export/.*.tmp",
+)
+_FOLDERS = ("checkpoints", "eval/checkpoints", "eval", "figures", "export")
 
 
 def checkpoint_path(run_dir, epoch: int | None = None) -> Path:
@@ -47,15 +69,30 @@ def checkpoint_path(run_dir, epoch: int | None = None) -> Path:
     return run_dir / LATEST if epoch is None else run_dir / "checkpoints" / f"epoch-{epoch:03d}.pt"
 
 
+def is_run_folder(run_dir) -> bool:
+    """Whether ima made ``run_dir``: it holds ima's marker, or (folders made before the
+    marker existed) a checkpoint in ima's format. A ``config.yaml`` alone is not enough:
+    any project may have one."""
+    run_dir = Path(run_dir)
+    if (run_dir / MARKER_FILE).is_file():
+        return True
+    try:
+        load_checkpoint(run_dir / LATEST)
+    except (FileNotFoundError, ValueError):
+        return False
+    return True
+
+
 def prepare_run_dir(
     run_dir, *, resume: bool = False, overwrite: bool = False, check_only: bool = False
 ) -> Path:
     """Make ``run_dir`` ready for a new run; never overwrite an existing run unless asked.
 
-    ``overwrite`` empties a folder only if it is an ``ima`` run folder (it holds
-    ``config.yaml``), so a mistyped path cannot wipe unrelated files. ``check_only``
-    raises what the call would raise but changes nothing on disk (so a caller can fail
-    early, then build what could still fail, and only then replace the folder).
+    ``overwrite`` applies only to an ima run folder (:func:`is_run_folder`), and removes
+    only what ima wrote there (:data:`WRITTEN`); anything else in it is kept and named in
+    a warning. ``check_only`` raises what the call would raise but changes nothing on
+    disk (so a caller can fail early, then try everything that can fail at start, and
+    only then replace the folder).
     """
     if resume and overwrite:
         raise ValueError("choose one of resume and overwrite, not both")
@@ -64,26 +101,79 @@ def prepare_run_dir(
         if not (run_dir / CONFIG_FILE).is_file():
             raise FileNotFoundError(f"cannot resume: {str(run_dir)!r} holds no {CONFIG_FILE}")
         return run_dir
-    if run_dir.exists():
-        if not run_dir.is_dir():
-            raise FileExistsError(f"run folder {str(run_dir)!r} exists and is not a folder")
-        if any(run_dir.iterdir()):
-            if not overwrite:
-                raise FileExistsError(
-                    f"run folder {str(run_dir)!r} already exists and is not empty; "
-                    "pass --resume to continue it or --overwrite to replace it"
-                )
-            if not (run_dir / CONFIG_FILE).is_file():
-                raise FileExistsError(
-                    f"refusing to overwrite {str(run_dir)!r}: it is not an ima run folder "
-                    f"(no {CONFIG_FILE})"
-                )
-            if check_only:
-                return run_dir
-            shutil.rmtree(run_dir)
+    _check_writable_place(run_dir)
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not overwrite:
+            raise FileExistsError(
+                f"run folder {str(run_dir)!r} already exists and is not empty; "
+                "pass --resume to continue it or --overwrite to replace it"
+            )
+        if not is_run_folder(run_dir):
+            raise FileExistsError(
+                f"refusing to overwrite {str(run_dir)!r}: it is not an ima run folder "
+                f"(no {MARKER_FILE} marker or ima checkpoint)"
+            )
+        if check_only:
+            return run_dir
+        _remove_written(run_dir)
     if not check_only:
         run_dir.mkdir(parents=True, exist_ok=True)
+        text = json.dumps({"format": RUN_FORMAT}) + "\n"
+        atomic_write(run_dir / MARKER_FILE, lambda tmp: Path(tmp).write_text(text))
     return run_dir
+
+
+def _check_writable_place(run_dir: Path) -> None:
+    """A clear error when ``run_dir`` cannot be a folder: a file is in the way (at it or
+    above it), or the first existing folder above it is not writable."""
+    for path in (run_dir, *run_dir.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise FileExistsError(
+                    f"run folder {str(run_dir)!r} cannot be made: {str(path)!r} is a file"
+                )
+            if not os.access(path, os.W_OK | os.X_OK):
+                raise PermissionError(
+                    f"run folder {str(run_dir)!r} cannot be written: no write permission "
+                    f"in {str(path)!r}"
+                )
+            return
+
+
+def _remove_written(run_dir: Path) -> None:
+    for pattern in WRITTEN:
+        for path in run_dir.glob(pattern):
+            if path.is_file() or path.is_symlink():
+                path.unlink()
+    for folder in _FOLDERS:
+        path = run_dir / folder
+        if path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+    kept = sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file())
+    if kept:
+        logger.warning("--overwrite kept %d file(s) in %s that ima did not write: %s",
+                       len(kept), run_dir, ", ".join(kept[:10]))
+
+
+def remove_stale_temporaries(run_dir) -> list[Path]:
+    """Remove the temporary files that killed checkpoint and metrics writes left behind
+    (``.checkpoint.pt.*.tmp`` and the like) in the run folder and ``checkpoints/``; the
+    files they were to replace are intact (writes are atomic). Returns what was removed."""
+    run_dir = Path(run_dir)
+    stale = [*run_dir.glob(".*.tmp"), *run_dir.glob("checkpoints/.*.tmp")]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    if stale:
+        logger.info("removed %d temporary file(s) of interrupted writes in %s",
+                    len(stale), run_dir)
+    return stale
+
+
+def file_mode() -> int:
+    """The permissions of a new ordinary file under the current umask (0644 under 022)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def atomic_write(path, write) -> None:
@@ -95,15 +185,52 @@ def atomic_write(path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, file_mode())  # mkstemp makes 0600; results are shared like config.yaml
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
 
 
+def exclusive_write(path, write) -> bool:
+    """Like :func:`atomic_write`, but never replaces an existing file: returns False (and
+    writes nothing) when ``path`` exists, also when another process creates it meanwhile
+    (a hard link of the finished temporary file is made under the name, which fails if
+    the name is taken)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, file_mode())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        os.unlink(tmp)
+
+
 def save_checkpoint(path, payload: dict) -> None:
     """Write a checkpoint dict atomically (tensors and plain Python values only)."""
     atomic_write(path, lambda tmp: torch.save({"format": CHECKPOINT_FORMAT, **payload}, tmp))
+
+
+def write_config(run_dir, config: dict, *, history=()) -> None:
+    """Write a resolved config as the run folder's ``config.yaml`` (atomically), with one
+    comment line per change a resume made (``history``: ``{"after_epoch", "changes"}``)."""
+    import yaml
+
+    lines = [
+        f"# resumed after epoch {h['after_epoch']} with --set "
+        + ", ".join(f"{k}={new!r} (was {old!r})" for k, (old, new) in h["changes"].items())
+        + "\n"
+        for h in history
+    ]
+    text = "".join(lines) + yaml.safe_dump(config, sort_keys=False)
+    atomic_write(Path(run_dir) / CONFIG_FILE, lambda tmp: Path(tmp).write_text(text))
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:
@@ -122,11 +249,37 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     return payload
 
 
-def read_config(run_dir) -> dict:
+def read_config(run_dir, *, trust_code: bool | None = None) -> dict:
+    """The resolved config of a run folder; refuses (before importing anything) a config
+    that names code outside ima unless trusted (:func:`check_trusted`)."""
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{str(run_dir)!r} is not a run folder: no {CONFIG_FILE}")
-    return resolve_config(yaml.safe_load(path.read_text()))
+    raw = read_config_file(path)
+    check_trusted(raw, str(run_dir), trust_code=trust_code)
+    return resolve_config(raw)
+
+
+def check_trusted(raw: dict, where: str, *, trust_code: bool | None = None) -> None:
+    """Refuse a config from a run folder whose dataset, model or method is named as
+    ``"module:function"`` (which ima would import and call) unless the user trusts it:
+    ``trust_code=True``, or ``trust_code=None`` and the environment variable
+    ``IMA_TRUST_CODE=1`` (the CLI's ``--trust-code``). A run folder may come from
+    someone else; ``"os:system"`` there would run a command on opening it."""
+    if trust_code is None:
+        trust_code = os.environ.get(TRUST_CODE_ENV, "") == "1"
+    if trust_code or not isinstance(raw, dict):
+        return
+    for section in ("data", "model", "method"):
+        values = raw.get(section)
+        name = values.get("name") if isinstance(values, dict) else None
+        if isinstance(name, str) and ":" in name:
+            module = name.partition(":")[0]
+            raise PermissionError(
+                f"{where} names code outside ima: {section}.name {name!r} would import "
+                f"module {module!r}; if you trust this run folder, pass --trust-code "
+                f"(or set {TRUST_CODE_ENV}=1)"
+            )
 
 
 def read_metrics(run_dir) -> list[dict]:
@@ -134,8 +287,20 @@ def read_metrics(run_dir) -> list[dict]:
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         return []
-    with path.open(newline="") as f:
-        return [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            raw = list(csv.DictReader(f))
+    except (csv.Error, UnicodeDecodeError) as err:
+        raise ValueError(f"{str(path)!r} is not a readable metrics file: {err}") from None
+    rows = []
+    for i, row in enumerate(raw, start=2):
+        if None in row or None in row.values():
+            raise ValueError(f"{str(path)!r} is corrupt at line {i}: not one value per "
+                             "column; restore it or delete the broken rows")
+        rows.append({k: _number(v) for k, v in row.items()})
+        if not isinstance(rows[-1].get("epoch"), int):
+            raise ValueError(f"{str(path)!r} is corrupt at line {i}: no integer epoch")
+    return rows
 
 
 def _number(text: str):
@@ -168,10 +333,14 @@ class Run:
         return read_metrics(self.dir)
 
 
-def load_run(run_dir, epoch: int | None = None, *, map_location="cpu") -> Run:
-    """Load a run folder's latest checkpoint, or the one saved after ``epoch`` epochs."""
+def load_run(run_dir, epoch: int | None = None, *, map_location="cpu",
+             trust_code: bool | None = None) -> Run:
+    """Load a run folder's latest checkpoint, or the one saved after ``epoch`` epochs.
+
+    ``trust_code``: allow a config that names code outside ima (see :func:`check_trusted`).
+    """
     run_dir = Path(run_dir)
-    config = read_config(run_dir)
+    config = read_config(run_dir, trust_code=trust_code)
     path = checkpoint_path(run_dir, epoch)
     if epoch is not None and not path.is_file():
         saved = sorted(p.name for p in (run_dir / "checkpoints").glob("epoch-*.pt"))
@@ -180,10 +349,37 @@ def load_run(run_dir, epoch: int | None = None, *, map_location="cpu") -> Run:
         )
     payload = load_checkpoint(path, map_location=map_location)
     model = assemble.make_model(config)
-    model.load_state_dict(payload["model"])
+    load_weights(model, payload["model"], path)
     model.eval()
     run = Run(run_dir, config, model, None, int(payload["epoch"]))
     method = assemble.make_method(config, run.dataset("train"))
-    method.load_state_dict(payload["method"])
+    load_method_state(method, payload["method"], path)
     run.method = method
     return run
+
+
+def load_weights(model: torch.nn.Module, state: dict, path) -> None:
+    """``model.load_state_dict(state)`` with a one-line error naming the checkpoint when
+    its weights belong to another architecture."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:  # torch's error for missing, extra or misshapen weights
+        first = str(err).strip().splitlines()
+        detail = " ".join(line.strip() for line in first[:3])
+        raise ValueError(
+            f"checkpoint {str(path)!r} holds weights of another model than the config's "
+            f"{type(model).__name__}: {detail[:300]}"
+        ) from None
+
+
+def load_method_state(method, state, path) -> None:
+    """``method.load_state_dict(state)`` with a one-line error when the checkpoint's
+    method state is not this method's (e.g. a ce checkpoint in an IMA run: no margins)."""
+    try:
+        method.load_state_dict(state)
+    except (KeyError, TypeError, RuntimeError, ValueError) as err:
+        raise ValueError(
+            f"checkpoint {str(path)!r} does not hold the state of method "
+            f"{method.name!r} (was it written by another method's run?): "
+            f"{type(err).__name__} {err}"
+        ) from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import logging
@@ -15,9 +16,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from . import assemble, distributed, runs
 from .acceleration import accelerate, check_precision
-from .config import apply_overrides, load_config, resolve_config, save_config
+from .config import apply_overrides, load_config, resolve_config
 from .data import ArrayDataset
 from .modes import eval_mode
+from .resume import resume_config
 from .tasks import get_task
 
 __all__ = ["batches", "clean_accuracy", "select_device", "train"]
@@ -30,25 +32,73 @@ def select_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError as err:
-        raise ValueError(f"train.device {name!r} is not a valid torch device: {err}") from err
+        raise ValueError(f"device {name!r} is not a valid torch device: {err}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} was asked for, but this torch "
+                         f"({torch.__version__}) sees no CUDA device")
+    if device.type == "cuda" and device.index is not None \
+            and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s)")
+    return device
 
 
-def epoch_order(n: int, seed: int, epoch: int, length: int | None = None) -> torch.Tensor:
+def epoch_order(
+    n: int, seed: int, epoch: int, length: int | None = None, *, batch_size: int | None = None,
+) -> torch.Tensor:
     """The sample order of an epoch, a function of (seed, epoch) only, so resuming at any
     epoch reproduces the order of an uninterrupted run.
 
-    ``length=None``: a permutation of the ``n`` samples (one pass). Otherwise the first
-    ``length`` entries of back-to-back permutations: an epoch of a fixed number of
+    ``length=None``: a permutation of the ``n`` samples (one pass). Otherwise ``length``
+    entries taken from back-to-back permutations: an epoch of a fixed number of
     iterations (``train.iterations_per_epoch``, nnU-Net's epochs in appendix G.2), which
-    may see a sample more than once or not at all.
+    may see a sample more than once or not at all. Each permutation is used up before the
+    next begins, so at any point the counts of two samples differ by at most one.
+
+    ``batch_size <= n``: no batch (``batch_size`` consecutive entries) holds a sample twice.
+    A batch that reaches into the next permutation passes over the samples it already
+    holds; they keep their place in line and open the next batch (see
+    :func:`_spread_repeats`). ``batch_size > n`` (or None): a batch must repeat samples,
+    and the permutations are cut as they are; a method's margin store keeps the last of a
+    batch's records of one sample (:meth:`ima.margins.MarginStore.record`).
     """
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     if length is None:
         return torch.randperm(n, generator=g)
-    passes = -(-length // n)
-    return torch.cat([torch.randperm(n, generator=g) for _ in range(passes)])[:length]
+    # one spare permutation: entries passed over push the later ones back, by less than n
+    passes = -(-length // n) + 1
+    stream = torch.cat([torch.randperm(n, generator=g) for _ in range(passes)])
+    if batch_size is not None and batch_size <= n:
+        stream = _spread_repeats(stream, batch_size, length)
+    return stream[:length]
+
+
+def _spread_repeats(stream: torch.Tensor, batch_size: int, length: int) -> torch.Tensor:
+    """``stream`` reordered so that no batch of its first ``length`` entries holds a sample
+    twice: a batch takes, in order, the next entries of the line that it does not hold yet;
+    those passed over keep their order at the head of the line.
+
+    ``stream``: back-to-back permutations of ``n >= batch_size`` samples, at least one
+    more than ``length`` needs. The line then always starts with what is left of one
+    permutation followed by the next, so a batch fills before the line runs out.
+    """
+    values = stream.tolist()
+    for start in range(0, length, batch_size):
+        size = min(batch_size, length - start)
+        if len(set(values[start:start + size])) == size:
+            continue  # the usual case: the batch lies inside one permutation
+        taken: dict[int, None] = {}  # insertion-ordered set
+        passed = []
+        j = start
+        while len(taken) < size:
+            if values[j] in taken:
+                passed.append(values[j])
+            else:
+                taken[values[j]] = None
+            j += 1
+        values[start:j] = [*taken, *passed]
+    return torch.tensor(values, dtype=stream.dtype)
 
 
 def batches(
@@ -99,8 +149,9 @@ def clean_accuracy(model, dataset, *, batch_size=512, device="cpu", task=None,
     correct = total = 0
     with eval_mode(model):
         for x, y, _ in batches(dataset, batch_size, device=device, shard=shard):
-            correct += int(task.correct(model(x), y).sum())
-            total += len(y)
+            out = model(x)
+            correct += int(task.correct(out, y).sum())
+            total += int(task.scored(out, y).sum())  # segmentation may leave images unscored
     if ctx is not None:
         correct, total = distributed.all_sum([correct, total], ctx)
     return correct / max(total, 1)
@@ -155,13 +206,7 @@ def _load_init_weights(model, init_from, device) -> None:
     checkpoint file, into ``model``."""
     path = Path(init_from)
     path = runs.checkpoint_path(path) if path.is_dir() else path
-    state = runs.load_checkpoint(path, map_location=device)["model"]
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:  # torch's error for missing, extra or misshapen weights
-        raise ValueError(
-            f"init_from {str(path)!r} does not fit the config's model: {err}"
-        ) from err
+    runs.load_weights(model, runs.load_checkpoint(path, map_location=device)["model"], path)
     logger.info("initialised model weights from %s", path)
 
 
@@ -174,17 +219,25 @@ def train(
     overwrite: bool = False,
     progress: bool = True,
     init_from=None,
+    trust_code: bool | None = None,
 ) -> runs.Run:
     """Train the config's model with its method; write a run folder; return the run.
 
     config: a path to a YAML file or a config dict (resolved here); ignored on ``resume``,
-    where the run folder's own ``config.yaml`` is used. ``init_from``: a run folder or
-    checkpoint file whose model weights start the training (warm start).
+    where the run runs exactly the config stored in its checkpoint (see
+    :func:`resume_config`; ``overrides`` then may change only :data:`RESUME_SAFE` keys).
+    ``init_from``: a run folder or checkpoint file whose model weights start the
+    training (warm start). ``trust_code``: allow a resumed run's config to name code
+    outside ima (:func:`ima.runs.check_trusted`).
+
+    Everything that can fail at start (data, model, method, optimizer, one forward and
+    backward pass of the method on the first batch) is tried before the run folder is
+    created or, with ``overwrite``, emptied.
     """
     out_dir = Path(out_dir)
+    changes: dict = {}
     if resume:
-        runs.prepare_run_dir(out_dir, resume=True)
-        config = runs.read_config(out_dir)
+        config, changes = resume_config(out_dir, overrides, trust_code=trust_code)
     elif isinstance(config, str | Path):
         config = load_config(config, overrides)
     else:
@@ -195,11 +248,45 @@ def train(
         if not resume and ctx.is_main:
             runs.prepare_run_dir(out_dir, overwrite=overwrite, check_only=True)
         _train(config, out_dir, ctx, resume=resume, overwrite=overwrite, progress=progress,
-               init_from=init_from)
+               init_from=init_from, changes=changes)
         distributed.barrier(ctx)
     finally:
         distributed.finish(ctx)
-    return runs.load_run(out_dir)
+    return runs.load_run(out_dir, trust_code=True)  # the config was checked above
+
+
+def try_first_step(config: dict, model, train_set, device) -> None:
+    """Run the method's forward and backward pass on the first batch, on copies of the
+    model and method, and restore the random state: whatever would fail at the first
+    step (a model that does not fit the data, a model whose output is not one logits
+    tensor) fails before the run folder is touched, as a one-line ``ValueError``."""
+    t = config["train"]
+    rng = _rng_state()
+    try:
+        probe = copy.deepcopy(model)
+        method = assemble.make_method(config, train_set)
+        net = accelerate(probe, precision=t["precision"], channels_last=t["channels_last"],
+                         device=device)
+        size = min(config["data"]["batch_size"], len(train_set))
+        x, y, index = next(batches(train_set, size, order=torch.arange(size), device=device))
+        try:
+            with eval_mode(probe), torch.no_grad():
+                out = probe(x)
+            if not isinstance(out, torch.Tensor):
+                raise ValueError(
+                    f"the model must return one tensor of logits, got a "
+                    f"{type(out).__name__}; wrap it to return the logits alone"
+                )
+            step = method(net, x, y, index, 0)
+            step.loss.backward()
+        except (RuntimeError, IndexError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ValueError(
+                f"the model does not fit the data: the first training step on inputs of "
+                f"shape {tuple(x.shape)} failed: {first}"
+            ) from None
+    finally:
+        _set_rng_state(rng)
 
 
 def _grad_scaler():
@@ -209,7 +296,8 @@ def _grad_scaler():
     return torch.cuda.amp.GradScaler()
 
 
-def _train(config, out_dir: Path, ctx, *, resume, overwrite, progress, init_from) -> None:
+def _train(config, out_dir: Path, ctx, *, resume, overwrite, progress, init_from,
+           changes) -> None:
     """The body of :func:`train` in one process (of ``ctx.world``)."""
     t = config["train"]
     if t["threads"] is not None:
@@ -232,25 +320,40 @@ def _train(config, out_dir: Path, ctx, *, resume, overwrite, progress, init_from
     resuming = resume and runs.checkpoint_path(out_dir).is_file()
     if init_from is not None and not resuming:
         _load_init_weights(model, init_from, device)
+    if not resume:
+        try_first_step(config, model, train_set, device)
     if not resume and ctx.is_main:
         runs.prepare_run_dir(out_dir, overwrite=overwrite)
-        save_config(config, out_dir / runs.CONFIG_FILE)
+        runs.write_config(out_dir, config)
     distributed.barrier(ctx)
 
-    start, rows = 0, []
+    start, rows, history = 0, [], []
     if resuming:
         ckpt = runs.load_checkpoint(runs.checkpoint_path(out_dir), map_location=device)
-        model.load_state_dict(ckpt["model"])
+        path = runs.checkpoint_path(out_dir)
+        runs.load_weights(model, ckpt["model"], path)
         optimizer.load_state_dict(ckpt["optimizer"])
         if scheduler is not None:
             scheduler.load_state_dict(_scheduler_state_from_plain(ckpt["scheduler"]))
         if scaler is not None and ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
-        method.load_state_dict(ckpt["method"])
+        runs.load_method_state(method, ckpt["method"], path)
         _set_rng_state(ckpt["rng"])
         start = int(ckpt["epoch"])
         rows = [r for r in runs.read_metrics(out_dir) if int(r["epoch"]) <= start]
+        history = list(ckpt.get("config_changes", []))
+        if ctx.is_main:
+            runs.remove_stale_temporaries(out_dir)
+            _restore_kept_checkpoint(out_dir, ckpt, t)
+            if changes:
+                history.append({"after_epoch": start, "changes": {
+                    k: list(v) for k, v in changes.items()}})
+                runs.save_checkpoint(path, {**ckpt, "config": config,
+                                            "config_changes": history})
         logger.info("resuming %s after epoch %d", out_dir, start)
+    if resume and changes and ctx.is_main:
+        runs.write_config(out_dir, config, history=history or [
+            {"after_epoch": 0, "changes": {k: list(v) for k, v in changes.items()}}])
     if ctx.active:
         distributed.broadcast_parameters(model, ctx)
     # `net` runs the model (attacks, losses); `model` holds the weights that are saved.
@@ -270,10 +373,10 @@ def _train(config, out_dir: Path, ctx, *, resume, overwrite, progress, init_from
             torch.manual_seed((t["seed"] * 1_000_003 + epoch) * 1009 + ctx.rank)
         model.train()
         sums: dict[str, float] = {}
-        seen = correct = 0
+        seen = scored = correct = 0
         iterations = t.get("iterations_per_epoch")
         length = None if iterations is None else iterations * batch_size
-        order = epoch_order(len(train_set), t["seed"], epoch, length)
+        order = epoch_order(len(train_set), t["seed"], epoch, length, batch_size=batch_size)
         spans = distributed.shard_batches(len(order), batch_size, ctx.world)
         stream = batches(
             train_set, batch_size, order=order, num_workers=config["data"]["num_workers"],
@@ -300,14 +403,15 @@ def _train(config, out_dir: Path, ctx, *, resume, overwrite, progress, init_from
                 distributed.broadcast_buffers(model, ctx)
             n = len(y)
             seen += n
+            scored += int(method.task.scored(out.logits, y).sum())
             correct += int(method.task.correct(out.logits, y).sum())
             sums["loss"] = sums.get("loss", 0.0) + loss_value * n
             for k, v in out.logs.items():
                 sums[k] = sums.get(k, 0.0) + float(v) * n
         if ctx.active:
             keys = sorted(sums)
-            seen, correct, *totals = distributed.all_sum(
-                [seen, correct] + [sums[k] for k in keys], ctx
+            seen, scored, correct, *totals = distributed.all_sum(
+                [seen, scored, correct] + [sums[k] for k in keys], ctx
             )
             sums = dict(zip(keys, totals, strict=True))
             distributed.sync_margins(method, ctx)
@@ -315,7 +419,8 @@ def _train(config, out_dir: Path, ctx, *, resume, overwrite, progress, init_from
         lr = optimizer.param_groups[0]["lr"]
         if scheduler is not None:
             scheduler.step()
-        row = {"epoch": epoch + 1, "loss": sums.pop("loss") / seen, "train_acc": correct / seen}
+        row = {"epoch": epoch + 1, "loss": sums.pop("loss") / seen,
+               "train_acc": correct / max(scored, 1)}
         if val_set is not None:
             row["val_acc"] = clean_accuracy(
                 net, val_set, batch_size=config["data"]["eval_batch_size"], device=device,
@@ -337,6 +442,7 @@ def _train(config, out_dir: Path, ctx, *, resume, overwrite, progress, init_from
                 "method": method.state_dict(),
                 "rng": _rng_state(),
                 "config": config,
+                "config_changes": history,
             })
             logger.info(
                 "epoch %d/%d %s", epoch + 1, t["epochs"],
@@ -349,12 +455,29 @@ def _train(config, out_dir: Path, ctx, *, resume, overwrite, progress, init_from
         bar.close()
 
 
+def _kept(t: dict, epochs_done: int) -> bool:
+    """Whether the checkpoint after ``epochs_done`` epochs is kept in ``checkpoints/``."""
+    return epochs_done % t["save_every"] == 0 or epochs_done == t["epochs"]
+
+
 def _save_epoch(out_dir: Path, rows: list[dict], t: dict, epoch: int, payload: dict) -> None:
-    """Write metrics.csv, checkpoint.pt and, every ``save_every`` epochs, a kept copy."""
-    # Metrics before the checkpoint: a crash between the two writes then leaves a
-    # metrics row that resuming drops and redoes, never a checkpointed epoch whose
-    # row is missing for good.
+    """Write metrics.csv, every ``save_every`` epochs a kept checkpoint, then checkpoint.pt.
+
+    Order matters for a kill between writes: metrics first (a row past the checkpoint is
+    dropped and redone on resume, never missing for good), the kept copy before the
+    latest (a resume redoes the epoch and writes both; the latest never moves past an
+    epoch whose kept copy is missing)."""
     _write_metrics(out_dir, rows)
-    runs.save_checkpoint(runs.checkpoint_path(out_dir), payload)
-    if (epoch + 1) % t["save_every"] == 0 or epoch + 1 == t["epochs"]:
+    if _kept(t, epoch + 1):
         runs.save_checkpoint(runs.checkpoint_path(out_dir, epoch + 1), payload)
+    runs.save_checkpoint(runs.checkpoint_path(out_dir), payload)
+
+
+def _restore_kept_checkpoint(out_dir: Path, ckpt: dict, t: dict) -> None:
+    """On resume: write the kept copy of the latest checkpoint if a kill (or an ima
+    before 0.2, which wrote the latest first) lost it."""
+    epoch = int(ckpt["epoch"])
+    kept = runs.checkpoint_path(out_dir, epoch)
+    if _kept(t, epoch) and not kept.is_file():
+        runs.save_checkpoint(kept, ckpt)
+        logger.warning("restored the kept checkpoint %s from checkpoint.pt", kept)

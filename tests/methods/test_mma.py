@@ -75,6 +75,19 @@ def test_clean_loss_coeff_one_is_plain_cross_entropy_and_bad_values_are_refused(
     assert derived.config.min_eps == EPS_MAX / 2
 
 
+@pytest.mark.parametrize("norm, eps_max, expected", [
+    ("l2", 5.0, 0.5), ("l2", 30.0, 0.5), ("l2", 1.0, 0.5), ("l2", 0.3, 0.15),
+    ("linf", 0.3, 0.005), ("linf", 0.004, 0.002),
+])
+def test_min_eps_is_the_authors_fixed_radius_whatever_eps_max(norm, eps_max, expected):
+    # BorealisAI/mma_training config.py fixes attack_mineps per norm (L2 0.5 for MNIST and
+    # CIFAR-10 with any hinge_maxeps, Linf CIFAR-10 0.005); eps_max / 2 caps it for data of
+    # a smaller scale.
+    method = build_method("mma", num_samples=4, epochs=3, eps_max=eps_max, norm=norm)
+    assert method.config.min_eps == pytest.approx(expected)
+    assert torch.equal(method.margins.margins, torch.full((4,), method.config.min_eps))
+
+
 # The separable 2-D problem of test_ima_separable.py: class 0 fills x1 in [-2, -0.5],
 # class 1 fills x1 in [0.5, 2]; the gap's middle line is x1 = 0, half the gap is 0.5.
 N = 150

@@ -218,6 +218,8 @@ def decathlon(
     low_percentile: float = 0.5,
     high_percentile: float = 99.5,
     threshold: float = 0.6,
+    empty_dice: str = "skip",
+    dice_inclusive: bool = False,
     seed: int = 0,
     name: str = "decathlon",
 ) -> ArrayDataset:
@@ -229,10 +231,17 @@ def decathlon(
     n_val, n_test: cases in val and test (default ``round(0.05 n)`` and
     ``round(0.15 n)`` of the ``n`` labelled cases, at least 1 each); the rest train.
     Items are ``(x (1, H, W) in [0, 1], y (H, W) int64, index)``; the dataset's task is a
-    :class:`~ima.tasks.SegmentationTask` with Dice ``threshold``, its ``num_classes`` the
-    number of labels in dataset.json, and ``slices`` lists ``(case, slice)`` per sample.
+    :class:`~ima.tasks.SegmentationTask` with Dice ``threshold``, ``empty_dice`` (how a
+    slice with no foreground in truth and prediction is scored: ``"skip"``, ``"zero"`` or
+    ``"one"``) and ``dice_inclusive`` (correct means Dice >= threshold instead of >),
+    its ``num_classes`` the number of labels in dataset.json, and ``slices`` lists
+    ``(case, slice)`` per sample.
     """
     check_choice("split", split, SPLITS)
+    # the task first: a bad Dice option fails before any file is read
+    task = SegmentationTask(
+        threshold=threshold, empty_dice=empty_dice, dice_inclusive=dice_inclusive
+    )
     root = require_root(
         root, dataset=name, expects="a Decathlon task folder (dataset.json, imagesTr/, "
         "labelsTr/)", obtain=OBTAIN,
@@ -290,7 +299,7 @@ def decathlon(
     logger.debug("read %d cases (%d slices) of %r %s", len(chosen), x.shape[0], name, split)
     dataset = ArrayDataset(
         x, y, num_classes=num_classes, name=name, split=split, bounds=(0.0, 1.0),
-        task=SegmentationTask(threshold=threshold),
+        task=task,
     )
     dataset.slices = slices
     return dataset
@@ -311,12 +320,15 @@ def _task_factory(name: str, *, size, n_val: int, n_test: int, paper: str):
         low_percentile: float = 0.5,
         high_percentile: float = 99.5,
         threshold: float = 0.6,
+        empty_dice: str = "skip",
+        dice_inclusive: bool = False,
         seed: int = 0,
     ) -> ArrayDataset:
         return decathlon(
             split, root=root, size=size, fit=fit, modality=modality, axis=axis, n_val=n_val,
             n_test=n_test, foreground_only=foreground_only, low_percentile=low_percentile,
-            high_percentile=high_percentile, threshold=threshold, seed=seed, name=name,
+            high_percentile=high_percentile, threshold=threshold, empty_dice=empty_dice,
+            dice_inclusive=dice_inclusive, seed=seed, name=name,
         )
 
     factory.__name__ = name

@@ -60,6 +60,8 @@ def shapes(
     noise: float = 0.08,
     classes: str = "binary",
     threshold: float = 0.6,
+    empty_dice: str = "skip",
+    dice_inclusive: bool = False,
     seed: int = 0,
 ) -> ArrayDataset:
     """Synthetic segmentation data (:func:`make_shapes`), one random stream per split.
@@ -67,9 +69,15 @@ def shapes(
     Items are ``(x, y, index)`` with x (1, size, size) in [0, 1] and y (size, size) int64
     labels; ``classes="binary"`` (2 classes: background, shape) or ``"shape"`` (3:
     background, disc, square). The dataset's task is a
-    :class:`~ima.tasks.SegmentationTask` with Dice ``threshold`` (0.6, section 4).
+    :class:`~ima.tasks.SegmentationTask` with Dice ``threshold`` (0.6, section 4),
+    ``empty_dice`` and ``dice_inclusive`` (see the task). Every image here holds a
+    shape, so ``empty_dice`` never applies; it is accepted so that a config names the
+    same keys for every segmentation dataset.
     """
     check_choice("split", split, tuple(_SPLIT_STREAM))
+    task = SegmentationTask(
+        threshold=threshold, empty_dice=empty_dice, dice_inclusive=dice_inclusive
+    )
     counts = {
         "train": check_int("n_train", n_train, low=1),
         "val": check_int("n_val", n_val, low=1),
@@ -86,5 +94,5 @@ def shapes(
     )
     return ArrayDataset(
         x, y, num_classes=2 if classes == "binary" else 3, name="shapes", split=split,
-        bounds=(0.0, 1.0), task=SegmentationTask(threshold=threshold),
+        bounds=(0.0, 1.0), task=task,
     )

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from .. import lp
 from ..attacks import ddn
 from ..checks import check_int, check_real
 from .base import METHODS, Method, StepOutput
+from .observe import clean_logits
 
 __all__ = ["DDNTraining"]
 
@@ -24,7 +23,9 @@ class DDNTraining(Method):
     its smallest adversarial perturbation is scaled down to norm at most ``eps_max`` (the
     reference's ``max_norm``), and the loss is the batch-mean cross-entropy on those
     points only, without a clean term (as in the reference, jeromerony/fast_adversarial
-    fast_adv/defenses/mnist.py and cifar10.py). A sample DDN does not fool (or one
+    fast_adv/defenses/mnist.py and cifar10.py); the clean output returned for training
+    accuracy leaves no trace in batch norm's running statistics
+    (:func:`~ima.methods.observe.clean_logits`). A sample DDN does not fool (or one
     misclassified at the start) is trained on its clean input, since DDN returns it
     unchanged. Departures: no 8-bit quantisation of the adversarial points (see
     :func:`ima.attacks.ddn`), and adversarial training from the first epoch (the
@@ -54,12 +55,10 @@ class DDNTraining(Method):
             model, x, y, steps=c.steps, gamma=c.gamma, init_norm=c.init_norm,
             step_size=c.step_size, max_norm=c.eps_max, bounds=self.bounds, task=task,
         )
-        with torch.no_grad():  # the clean output, for the loop's training accuracy
-            out = model(x)
         loss = task.loss(model(attack.x), y).mean()
         logs = {
             "adv_fooled": float(attack.success.float().mean()),
             "adv_norm": float(lp.sample_norm(attack.x - x, "l2").mean()),
             "clean_correct": float(attack.clean_correct.float().mean()),
         }
-        return StepOutput(loss, out.detach(), logs)
+        return StepOutput(loss, clean_logits(model, x), logs)

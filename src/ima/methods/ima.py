@@ -36,6 +36,12 @@ class IMA(MarginMethod):
     a sample whose ball holds a boundary point shrinks to ``(||x - x_n|| + E) / 2``, one
     whose ball holds none expands by ``delta_eps``; a misclassified sample keeps its margin
     (the paper's BPGD is undefined for it).
+
+    ``L2`` comes from one training-mode forward pass over the whole batch with each
+    boundary point in its sample's row (clean inputs in the other rows, whose losses are
+    not used): a model with batch norm sees batches of ``batch_size`` rows, never the few
+    samples that happened to cross. The authors' code (``IMA_loss``) also runs the whole
+    batch, there with the attack's last iterate in the rows without a boundary point.
     """
 
     name = "ima"
@@ -93,7 +99,10 @@ class IMA(MarginMethod):
         loss = (1 - c.beta) * task.loss(out, y).sum()
         hit = boundary.success.nonzero().squeeze(1)
         if hit.numel():
-            loss = loss + c.beta * task.loss(model(boundary.x[hit]), y[hit]).sum()
+            # all B rows, so that batch norm never normalises with (nor learns running
+            # statistics from) the few samples that happened to cross
+            points = torch.where(lp.expand_as_batch(boundary.success, x), boundary.x, x)
+            loss = loss + c.beta * task.loss(model(points), y)[hit].sum()
         loss = loss / x.shape[0]
         logs = {
             "boundary_found": hit.numel() / len(x),

@@ -23,6 +23,10 @@ __all__ = ["MMA"]
 #: margin just below eps_max is still found.
 SEARCH_REACH = 1.05
 
+#: The authors' smallest search radius per norm (BorealisAI/mma_training config.py,
+#: ``attack_mineps``: L2 MNIST and CIFAR-10 0.5, Linf CIFAR-10 0.005).
+MIN_EPS = {"l2": 0.5, "linf": 0.005}
+
 
 @METHODS.register("mma")
 class MMA(MarginMethod):
@@ -51,7 +55,13 @@ class MMA(MarginMethod):
             + c * mean_all CE(x),                              c = clean_loss_coeff
 
     so a correct sample whose estimated margin reaches eps_max adds only to the clean
-    term (the hinge at ``d_max = eps_max``). Margins live in a
+    term (the hinge at ``d_max = eps_max``). ``CE(x_b)`` comes from one training-mode
+    forward pass over the whole batch, each found ``x_b`` in its sample's row and the
+    clean input in the others: a model with batch norm sees batches of ``B`` rows, never
+    the few samples that happened to cross. The reference (trainer.py) also runs the
+    whole batch, there with AN-PGD's output in every correctly classified row, and reads
+    the misclassified samples' ``CE(x)`` from that pass (here from the clean pass, of the
+    same inputs). Margins live in a
     :class:`~ima.margins.DirectMarginStore` (``method.margins``, with the same
     ``stats()`` as IMA's): each epoch replaces a correct sample's margin by ``d`` (or
     eps_max) and a misclassified sample's by 0, as the reference records; all start at
@@ -64,9 +74,14 @@ class MMA(MarginMethod):
     classes); the search points are clipped to the data bounds, and the training point
     is the bracket's wrong-side end rather than its last midpoint; the new margins apply
     at the end of the epoch, as IMA's (the reference updates them per batch: the same when
-    each sample is seen once per epoch). ``min_eps`` defaults
-    to ``eps_max / 2``, the ratio of the authors' L2 CIFAR-10 setting (``attack_mineps``
-    0.5 with ``hinge_maxeps`` 1.0), the MMA run whose numbers the IMA paper quotes.
+    each sample is seen once per epoch).
+
+    ``min_eps``, the smallest search radius, is fixed in the data's units whatever
+    ``eps_max``, as the authors fix it (their ``config.py``: ``attack_mineps`` 0.5 for
+    L2 MNIST and L2 CIFAR-10 with any ``hinge_maxeps``, 0.005 for Linf CIFAR-10): the
+    default is :data:`MIN_EPS` of the norm (L2 0.5, Linf 0.005, for images in [0, 1]),
+    but never above ``eps_max / 2``, so that data of a smaller scale (2-D Moons, where
+    ``eps_max`` is 0.3) still searches below the hinge.
     """
 
     name = "mma"
@@ -94,7 +109,8 @@ class MMA(MarginMethod):
     @classmethod
     def derive(cls, config, *, epochs):
         if config.min_eps is None:
-            config = dataclasses.replace(config, min_eps=config.eps_max / 2)
+            min_eps = min(MIN_EPS[config.norm], config.eps_max / 2)
+            config = dataclasses.replace(config, min_eps=min_eps)
         return config
 
     def __init__(self, **kwargs):
@@ -124,19 +140,23 @@ class MMA(MarginMethod):
             found, boundary = self._search(model, xs, ys, eps)
             crossed[ones] = found
             distance[ones] = lp.sample_norm(boundary - xs, c.norm)
-            points[ones] = boundary
+            # a ray without a boundary point leaves its row clean (its far end is no
+            # training point)
+            points[ones] = torch.where(lp.expand_as_batch(found, xs), boundary, xs)
         self.margins.record(index, crossed=crossed, distance=distance)
 
         if out is None:
             out = model(x)
         ce = task.loss(out, y)
-        hit = (correct & crossed & (distance < c.eps_max)).nonzero().squeeze(1)
+        hit = correct & crossed & (distance < c.eps_max)
         total = ce[~correct].sum()
-        if hit.numel():
-            total = total + task.loss(model(points[hit]), y[hit]).sum()
+        if hit.any():
+            # all B rows, so that batch norm never normalises with (nor learns running
+            # statistics from) the few samples that happened to cross
+            total = total + task.loss(model(points), y)[hit].sum()
         loss = (1 - c.clean_loss_coeff) * total / len(x) + c.clean_loss_coeff * ce.mean()
         logs = {
-            "boundary_found": hit.numel() / len(x),
+            "boundary_found": float(hit.float().mean()),
             "clean_correct": float(correct.float().mean()),
         }
         return StepOutput(loss, out.detach(), logs)
