@@ -152,12 +152,14 @@ def test_resume_writes_a_kept_copy_that_older_versions_lost(finished, tmp_path):
 
 # --- 4, 5: result files ------------------------------------------------------------------
 
+_QUICK_EVAL = ["--eps", "0,0.1", "--max-samples", "16", "--steps", "3", "--no-progress",
+               "--no-checks"]
+
 
 def test_a_kept_checkpoints_result_has_its_own_file_and_says_its_epoch(finished, tmp_path,
                                                                        capsys):
     run = _copy(finished, tmp_path)
-    common = ["--eps", "0,0.1", "--max-samples", "16", "--steps", "3", "--no-progress",
-              "--no-checks"]
+    common = _QUICK_EVAL
     assert _cli("evaluate", run, *common) == 0
     assert _cli("evaluate", run, *common, "--epoch", "1") == 0
     latest = EvaluationResult.load(run / "eval" / "pgd-l2-test.json")
@@ -172,8 +174,7 @@ def test_a_kept_checkpoints_result_has_its_own_file_and_says_its_epoch(finished,
 def test_a_result_of_another_epoch_is_never_replaced_and_is_labelled(finished, tmp_path,
                                                                      capsys):
     run = _copy(finished, tmp_path)
-    common = ["--eps", "0,0.1", "--max-samples", "16", "--steps", "3", "--no-progress",
-              "--no-checks"]
+    common = _QUICK_EVAL
     assert _cli("evaluate", run, *common) == 0
     train(None, run, resume=True, overrides=["train.epochs=3"], progress=False)
     assert _cli("evaluate", run, *common) == 0

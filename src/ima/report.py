@@ -293,11 +293,12 @@ def html_report(run_dirs, eval_name: str = "pgd-l2-test", *, metric: str = "accu
 
 
 def _method_name(run_dir) -> str | None:
-    from .runs import read_config
+    """The run's method name, read from its config as written (nothing imported)."""
+    from .config import read_config_file
 
     try:
-        return read_config(run_dir)["method"]["name"]
-    except (FileNotFoundError, ValueError, KeyError):
+        return read_config_file(Path(run_dir) / "config.yaml")["method"]["name"]
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
         return None
 
 
@@ -307,8 +308,8 @@ def _two_dimensional(run_dir) -> bool:
 
     try:
         return tuple(make_dataset(read_config(run_dir), "test")[0][0].shape) == (2,)
-    except (FileNotFoundError, ValueError, KeyError, TypeError):
-        return False
+    except (FileNotFoundError, ValueError, KeyError, TypeError, PermissionError):
+        return False  # no data (or data only the run's own untrusted code can build)
 
 
 def _no(reason: str):

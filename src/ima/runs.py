@@ -176,27 +176,10 @@ def file_mode() -> int:
     return 0o666 & ~mask
 
 
-def atomic_write(path, write) -> None:
-    """Call ``write(file_path)`` on a temporary file beside ``path``, then rename it over
-    ``path``: a crash mid-write leaves the old file intact."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, file_mode())  # mkstemp makes 0600; results are shared like config.yaml
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def exclusive_write(path, write) -> bool:
-    """Like :func:`atomic_write`, but never replaces an existing file: returns False (and
-    writes nothing) when ``path`` exists, also when another process creates it meanwhile
-    (a hard link of the finished temporary file is made under the name, which fails if
-    the name is taken)."""
+def _publish(path, write, put) -> bool:
+    """Call ``write(file_path)`` on a temporary file beside ``path`` (the permissions of
+    an ordinary new file: mkstemp makes 0600, results are shared like config.yaml), then
+    ``put(tmp, path)``; the temporary file is gone afterwards whatever happens."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -204,13 +187,31 @@ def exclusive_write(path, write) -> bool:
     try:
         write(tmp)
         os.chmod(tmp, file_mode())
+        return put(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_write(path, write) -> None:
+    """Call ``write(file_path)`` on a temporary file beside ``path``, then rename it over
+    ``path``: a crash mid-write leaves the old file intact."""
+    _publish(path, write, os.replace)
+
+
+def exclusive_write(path, write) -> bool:
+    """Like :func:`atomic_write`, but never replaces an existing file: returns False (and
+    writes nothing) when ``path`` exists, also when another process creates it meanwhile
+    (a hard link of the finished temporary file is made under the name, which fails if
+    the name is taken)."""
+    def link(tmp, target) -> bool:
         try:
-            os.link(tmp, path)
+            os.link(tmp, target)
         except FileExistsError:
             return False
         return True
-    finally:
-        os.unlink(tmp)
+
+    return _publish(path, write, link)
 
 
 def save_checkpoint(path, payload: dict) -> None:
