@@ -23,7 +23,8 @@ import argparse
 import torch
 from common import add_run_arguments, machine, open_run, timed
 
-from ima import evaluate, evaluation, pgd
+from ima import evaluate, pgd
+from ima.evaluation import inputs as evaluation
 from ima.training import batches
 
 
@@ -68,27 +69,27 @@ def main(argv=None):
           f"100-PGD ({e['norm']}, CE and margin loss) at eps {levels}")
 
     evaluate(model, data, eps=levels, **{**common, "max_samples": 16})  # warm-up
-    pool, times = evaluation._POOL_BATCHES, {"curve": [], "alone": []}
+    pool, times = evaluation.POOL_BATCHES, {"curve": [], "alone": []}
     curve = alone = None
     for r in range(args.repeats):  # alternating, best of the repeats
         for name in (("curve", "alone") if r % 2 == 0 else ("alone", "curve")):
             # "alone": one batch at a time, no refilling across batches
-            evaluation._POOL_BATCHES = pool if name == "curve" else 1
+            evaluation.POOL_BATCHES = pool if name == "curve" else 1
             t, result = timed(lambda: evaluate(model, data, eps=levels, **common), device)
             times[name].append(t)
             curve, alone = (result, alone) if name == "curve" else (curve, result)
-    evaluation._POOL_BATCHES = pool
+    evaluation.POOL_BATCHES = pool
     t_curve, t_alone = min(times["curve"]), min(times["alone"])
     passes = {}
     for name in ("curve", "alone"):  # untimed: forward passes and the rows they carry
         rows = []
         hook = model.register_forward_pre_hook(lambda m, inp, rows=rows: rows.append(
             inp[0].shape[0]))
-        evaluation._POOL_BATCHES = pool if name == "curve" else 1
+        evaluation.POOL_BATCHES = pool if name == "curve" else 1
         evaluate(model, data, eps=levels, **common)
         hook.remove()
         passes[name] = (len(rows), sum(rows))
-    evaluation._POOL_BATCHES = pool
+    evaluation.POOL_BATCHES = pool
     if alone.robust != curve.robust:
         print("warning: the curve without refilling differs (floating point across batch sizes)")
     t_each, single, t_std, std = 0.0, [], 0.0, []

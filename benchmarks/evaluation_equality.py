@@ -78,7 +78,7 @@ def make(runs: Path, out: Path, max_samples: int) -> None:
                                       task=run.method.task, check_samples=12, **kwargs)
                     data = result.to_dict()
                     data.pop("time_s")
-                except (ValueError, TypeError) as err:
+                except Exception as err:  # noqa: BLE001 (an error is a result to compare)
                     data = {"error": f"{type(err).__name__}: {err}"}
                 path = out / f"{name}-{attack}-{norm}.json"
                 path.write_text(json.dumps(data, indent=1, sort_keys=True))

@@ -102,7 +102,12 @@ def test_samples_fooled_at_a_smaller_eps_are_not_attacked_again():
     first_level = calls[1]
     assert first_level == len(y)
     assert max(calls[1 + 11 :]) <= survivors
-    assert result.accuracy[1] >= result.accuracy[2]
+    # the carried-over curve is the truth (exact margins, no band at 0.1) and equals an
+    # independent run at the larger level alone
+    assert result.accuracy[2] == pytest.approx(float((margin > 0.1).float().mean()))
+    alone = evaluate(model, TensorDataset(x, y), eps=[0.1], steps=10, losses=("ce",),
+                     random_start=False, batch_size=1000)
+    assert alone.robust[1] == result.robust[2]
 
 
 def test_accuracy_never_increases_with_eps_and_runs_on_loaders():
@@ -116,7 +121,13 @@ def test_accuracy_never_increases_with_eps_and_runs_on_loaders():
     state = torch.get_rng_state()
     result = evaluate(net, loader, eps=[0.3, 0.1, 0.2], steps=20, max_samples=70)
     assert result.eps == [0.0, 0.1, 0.2, 0.3]
-    assert all(a >= b for a, b in zip(result.accuracy, result.accuracy[1:], strict=False))
+    # carrying fooled samples over can only remove robust samples against independent
+    # runs per level, and at the first level it is the independent run
+    for j, e in enumerate(result.eps[1:], start=1):
+        alone = evaluate(net, loader, eps=[e], steps=20, max_samples=70, checks=False)
+        assert all(a <= b for a, b in zip(result.robust[j], alone.robust[1], strict=True))
+        if j == 1:
+            assert result.robust[1] == alone.robust[1]
     assert result.n_samples == 70 and result.subset == "first 70 samples"
     assert net.training, "model mode restored"
     assert torch.equal(torch.get_rng_state(), state), "global RNG left as it was"
@@ -137,7 +148,7 @@ def test_pooled_batches_give_the_per_batch_result_in_fewer_passes(monkeypatch, n
                   checks=False)
     pooled = evaluate(counted, TensorDataset(x, y), **common)
     pooled_passes, passes[:] = len(passes), []
-    monkeypatch.setattr("ima.evaluation._POOL_BATCHES", 1)
+    monkeypatch.setattr("ima.evaluation.inputs.POOL_BATCHES", 1)
     alone = evaluate(counted, TensorDataset(x, y), **common)
     assert pooled.robust == alone.robust
     assert pooled.accuracy_per_loss == alone.accuracy_per_loss
@@ -204,3 +215,41 @@ def test_bad_evaluation_input():
         evaluate(model, data, eps=[0.1], losses=("hinge",))
     with pytest.raises(ValueError, match=r"labels y must be in \[0, 1\]"):
         evaluate(model, TensorDataset(x, y + 5), eps=[0.1])
+
+
+def test_a_killed_evaluation_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
+    from ima.evaluation import attacks
+
+    net, x, y = small_problem(n=300)
+    data = TensorDataset(x, y)
+    kwargs = dict(eps=[0.1, 0.2], steps=10, batch_size=32, checks=False)
+    monkeypatch.setattr("ima.evaluation.inputs.POOL_BATCHES", 1)
+    whole = evaluate(net, data, **kwargs)
+    real, calls = attacks.PGDAttack.attack, []
+
+    def killed_after_three(self, *args):
+        if len(calls) == 3:
+            raise KeyboardInterrupt("killed")
+        calls.append(1)
+        return real(self, *args)
+
+    partial = tmp_path / "partial.pt"
+    monkeypatch.setattr(attacks.PGDAttack, "attack", killed_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(net, data, partial=partial, **kwargs)
+    assert partial.is_file()
+    monkeypatch.setattr(attacks.PGDAttack, "attack", real)
+    resumed_calls = []
+    monkeypatch.setattr(attacks.PGDAttack, "attack",
+                        lambda self, *a: resumed_calls.append(1) or real(self, *a))
+    resumed = evaluate(net, data, partial=partial, **kwargs)
+    assert len(resumed_calls) == 10 - 3  # 300 samples in 10 batches, 3 already done
+    assert resumed.robust == whole.robust and resumed.accuracy == whole.accuracy
+    assert not partial.exists()
+    # a partial file of other settings is not used
+    monkeypatch.setattr(attacks.PGDAttack, "attack", killed_after_three)
+    calls.clear()
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(net, data, partial=partial, **{**kwargs, "eps": [0.3]})
+    monkeypatch.setattr(attacks.PGDAttack, "attack", real)
+    assert evaluate(net, data, partial=partial, **kwargs).robust == whole.robust

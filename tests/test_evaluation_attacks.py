@@ -124,10 +124,14 @@ def test_clinical_metrics_of_a_binary_model(problem):
         assert result.per_class_accuracy_ci[str(c)][1] == pytest.approx(
             list(wilson_interval(int(robust[1, mask].sum()), int(mask.sum())))
         )
+    # against the truth: a positive (class 1) sample is robust at eps iff its exact margin
+    # is above eps (the fixture keeps margins clear of every level)
     assert result.positive_class == 1
-    assert result.sensitivity == result.per_class_accuracy["1"]
-    assert result.specificity == result.per_class_accuracy["0"]
-    assert result.sensitivity_ci == result.per_class_accuracy_ci["1"]
+    assert result.sensitivity == pytest.approx(_truth(margin[y == 1], result.eps))
+    assert result.specificity == pytest.approx(_truth(margin[y == 0], result.eps))
+    positives = int((y == 1).sum())
+    assert result.sensitivity_ci[2] == pytest.approx(list(wilson_interval(
+        int((margin[y == 1] > result.eps[2]).sum()), positives)))
 
 
 def test_three_classes_have_no_sensitivity():
@@ -193,7 +197,7 @@ def test_checks_catch_gradient_masking(problem, caplog):
     model, x, y, _ = problem
     masked = Quantised(model)
     data = TensorDataset(x, y)
-    with caplog.at_level(logging.WARNING, logger="ima.sanity"):
+    with caplog.at_level(logging.WARNING, logger="ima.evaluation.sanity"):
         white = evaluate(masked, data, eps=LEVELS, steps=20, split_name="test")
         checks = {c["name"]: c for c in white.checks}
         assert checks["unbounded"]["passed"] is False
@@ -216,7 +220,7 @@ def test_monotone_check_catches_an_attack_that_gives_up_at_large_eps(problem, mo
         return pgd(model, x, y, eps=eps, norm=norm, steps=20, early_stop=True,
                    bounds=bounds, task=task)
 
-    monkeypatch.setattr("ima.protocols.spsa", lazy)
+    monkeypatch.setattr("ima.evaluation.attacks.spsa", lazy)
     result = evaluate(model, TensorDataset(x, y), eps=LEVELS, attack="spsa")
     checks = {c["name"]: c for c in result.checks}
     assert checks["monotone"]["passed"] is False

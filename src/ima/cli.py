@@ -7,9 +7,10 @@ import logging
 import math
 import os
 import sys
+from pathlib import Path
 
 from . import __version__
-from .protocols import ATTACKS
+from .evaluation.attacks import EVALUATION_ATTACKS
 
 __all__ = ["main"]
 
@@ -52,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eps", type=_eps, help="comma-separated noise levels (default: the "
                    "config's eval.eps)")
     p.add_argument("--norm", choices=("l2", "linf"), help="default: the config's eval.norm")
-    p.add_argument("--attack", choices=ATTACKS, help="pgd: the paper's 100-PGD (default: "
+    p.add_argument("--attack", choices=tuple(EVALUATION_ATTACKS),
+                   help="pgd: the paper's 100-PGD (default: "
                    "eval.attack); spsa: black-box SPSA (appendix H.2); uniform-noise, "
                    "gaussian-noise: random noise; autoattack: AutoAttack through the "
                    "Adversarial Robustness Toolbox (pip install 'ima[autoattack]'); ddn-min, "
@@ -71,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--query-batch", type=_int(1), help="most SPSA queries per forward pass "
                    "(default 4096; bounds memory)")
     p.add_argument("--no-checks", action="store_true", help="skip the sanity checks")
+    p.add_argument("--no-resume", action="store_true", help="start afresh instead of resuming "
+                   "a killed evaluation of the same settings from the batches it had finished")
     p.add_argument("--check-samples", type=_int(1), default=100, help="samples the sanity checks "
                    "attack again (default 100)")
     p.add_argument("--epoch", type=_int(1), help="evaluate the checkpoint saved after this epoch")
@@ -145,12 +149,6 @@ def _eps(text: str) -> list[float]:
     return [_real(0.0)(v) for v in parts]
 
 
-def _given(value, default):
-    """The flag's value when given (0 and empty included: they are checked, never
-    replaced), else the config's default."""
-    return default if value is None else value
-
-
 def _evaluate(args) -> int:
     from . import distributed
     from .training import select_device
@@ -166,81 +164,32 @@ def _evaluate_in(args, ctx) -> int:
     """``ima evaluate`` in one process of ``ctx.world`` (torchrun shards the batches)."""
     import torch
 
-    from .acceleration import Accelerated, accelerate
-    from .evaluation import EvaluationResult, evaluate, save_result
-    from .report import robustness_table
-    from .runs import load_run
+    from .evaluation import evaluate_run
+    from .report import clinical_table, robustness_table
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     elif ctx.active:
         torch.set_num_threads(1)
-    device = ctx.device
-    run = load_run(args.run_dir, epoch=args.epoch)
-    e = run.config["eval"]
-    net = accelerate(
-        run.model.to(device),
-        precision=_given(args.precision, e["precision"]),
-        channels_last=_given(args.channels_last, e["channels_last"]),
-        compile=_given(args.compile, e["compile"]),
-        device=device,
-    )
-    split = _given(args.split, e["split"])
-    attack = _given(args.attack, e["attack"])
-    per_class = args.per_class
-    if per_class is None and attack == "spsa" and args.max_samples is None:
-        per_class = 10
-    options = {}
-    for flag, key, attacks in (("draws", "draws", ("uniform-noise", "gaussian-noise")),
-                               ("spsa_samples", "n_samples", ("spsa",)),
-                               ("query_batch", "query_batch", ("spsa",))):
-        value = getattr(args, flag)
-        if value is not None:
-            if attack not in attacks:
-                raise UsageError(f"--{flag.replace('_', '-')} applies to --attack "
-                                 f"{' or '.join(attacks)} only")
-            options[key] = value
-    references = {}
-    for path in sorted((run.dir / "eval").glob("*.json")):
-        try:
-            references[path.name] = EvaluationResult.load(path)
-        except (ValueError, TypeError) as err:
-            logging.getLogger(__name__).debug("skipping %s: %s", path, err)
-    result = evaluate(
-        net, run.dataset(split),
-        eps=_given(args.eps, e["eps"]),
-        norm=_given(args.norm, e["norm"]),
-        attack=attack,
-        steps=_given(args.steps, e["steps"] if attack == e["attack"] else None),
-        split_name=split,
-        max_samples=_given(args.max_samples, None if per_class else e["max_samples"]),
-        per_class=per_class,
-        options=options,
-        batch_size=_given(args.batch_size, run.config["data"]["eval_batch_size"]),
-        seed=args.seed,
-        task=run.method.task,
-        progress=not args.no_progress,
-        checks=not args.no_checks,
-        check_samples=args.check_samples,
-        references=references,
-        ctx=ctx if ctx.active else None,
+    options = {key: getattr(args, flag) for flag, key in (
+        ("draws", "draws"), ("spsa_samples", "n_samples"), ("query_batch", "query_batch"))
+        if getattr(args, flag) is not None}
+    result, path = evaluate_run(
+        args.run_dir, epoch=args.epoch, eps=args.eps, norm=args.norm, attack=args.attack,
+        steps=args.steps, split=args.split, max_samples=args.max_samples,
+        per_class=args.per_class, options=options, batch_size=args.batch_size,
+        seed=args.seed, precision=args.precision, channels_last=args.channels_last,
+        compile=args.compile, checks=not args.no_checks, check_samples=args.check_samples,
+        progress=not args.no_progress, ctx=ctx, resume=not args.no_resume,
     )
     if not ctx.is_main:
         return 0
-    if isinstance(net, Accelerated):
-        result.params = {**result.params, "precision": net.precision,
-                         "channels_last": net.channels_last}
-    result.epoch = run.epoch
-    result.checkpoint = "latest" if args.epoch is None else f"epoch-{args.epoch:03d}"
-    path = save_result(run.dir, result)
-    labelled = [(run.dir.resolve().name, result)]
+    labelled = [(Path(args.run_dir).resolve().name, result)]
     print(robustness_table(labelled).to_markdown())
     if result.tvdi is not None:
         for metric in ("tvdi", "adi"):
             print(robustness_table(labelled, metric=metric).to_markdown())
     if result.per_class_accuracy:
-        from .report import clinical_table
-
         print(clinical_table(*labelled[0]).to_markdown())
     for check in result.checks:
         verdict = {True: "passed", False: "FAILED", None: "skipped"}[check["passed"]]
@@ -250,8 +199,6 @@ def _evaluate_in(args, ctx) -> int:
 
 
 def _report(args) -> int:
-    from pathlib import Path
-
     from .report import load_results, robustness_table
 
     names = [name.strip() for name in args.eval.split(",") if name.strip()]
@@ -401,8 +348,6 @@ def _add_analysis_commands(commands) -> None:
 
 
 def _figure_out(args, name: str):
-    from pathlib import Path
-
     if args.out:
         return Path(args.out)
     dirs = getattr(args, "run_dirs", None) or [args.run_dir]
@@ -470,8 +415,6 @@ def _plot_samples(args) -> int:
 
 
 def _select(args) -> int:
-    from pathlib import Path
-
     import torch
 
     from .analysis import (
@@ -526,8 +469,6 @@ def _check_output_file(path, flag: str) -> None:
     """A one-line error when an output file names a folder or sits below a file."""
     if path is None:
         return
-    from pathlib import Path
-
     path = Path(path)
     if path.is_dir():
         raise UsageError(f"{flag} {str(path)!r} is a folder; give a file name")

@@ -17,6 +17,7 @@ import torch
 from .checks import check_choice
 
 __all__ = [
+    "box_radius",
     "NORMS",
     "ascent_direction",
     "check_norm",
@@ -174,3 +175,11 @@ def clip_to_bounds(x: torch.Tensor, bounds: tuple[float, float] | None) -> torch
     if bounds is None:
         return x
     return x.clamp(bounds[0], bounds[1])
+
+
+def box_radius(x: torch.Tensor, bounds: tuple[float, float] | None, norm: str) -> torch.Tensor:
+    """Per-sample distance (B,) in ``norm`` from ``x`` to the farthest corner of the box
+    ``bounds``: a ball of this radius holds every valid input. Infinite without bounds."""
+    if bounds is None:
+        return torch.full((x.shape[0],), math.inf, device=x.device, dtype=x.dtype)
+    return sample_norm(torch.maximum(x - bounds[0], bounds[1] - x), norm)

@@ -394,14 +394,14 @@ def _show_image(ax, image: torch.Tensor, bounds) -> None:
 def _classification_samples(run: Run, *, eps, n, steps, split, norm, seed) -> Figure:
     """Rows: ``n`` correctly classified ``split`` images; columns: clean, then the
     100-PGD adversarial image at each ``eps``; titles: predicted label and noise level."""
-    from .evaluation import _batches
+    from .evaluation.inputs import data_batches
 
     data = run.dataset(split)
     bounds = getattr(data, "bounds", (0.0, 1.0))
     model, task = run.model, run.method.task
     picked_x, picked_y = [], []
     with torch.no_grad():
-        for x, y in _batches(data, 256):
+        for x, y in data_batches(data, 256):
             keep = task.correct(model(x), y)
             picked_x.append(x[keep])
             picked_y.append(y[keep])

@@ -202,26 +202,14 @@ def clinical_table(label: str, result: EvaluationResult) -> Table:
     return Table(title, ["Noise", *map(_fmt_eps, result.eps)], rows)
 
 
-#: how table titles name the attacks of :mod:`ima.protocols`
-_ATTACK_TITLES = {
-    "spsa": "SPSA", "uniform-noise": "uniform noise", "gaussian-noise": "Gaussian noise",
-    "autoattack": "AutoAttack (ART)", "ddn-min": "DDN minimal norms",
-    "bpgd-min": "BPGD boundary distances",
-}
-
-
 def _attack_names(results) -> str:
-    """``100-PGD``, ``100-SPSA``, ``uniform noise (10 draws)``...: the attacks of a table."""
+    """``100-PGD``, ``100-step SPSA``, ``uniform noise (10 draws)``...: a table's attacks."""
+    from .evaluation import EVALUATION_ATTACKS
+
     names = []
     for _, r in results:
-        steps = r.params.get("steps")
-        if r.attack == "pgd":
-            name = f"{steps}-PGD"
-        elif r.attack in ("uniform-noise", "gaussian-noise"):
-            name = f"{_ATTACK_TITLES[r.attack]} ({r.params.get('draws')} draws)"
-        else:
-            name = _ATTACK_TITLES.get(r.attack, r.attack)
-            name = f"{steps}-step {name}" if steps else name
+        attack = EVALUATION_ATTACKS.get(r.attack)
+        name = attack.described(r.params) if attack is not None else r.attack
         if name not in names:
             names.append(name)
     return "/".join(names)

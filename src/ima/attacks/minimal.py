@@ -79,10 +79,7 @@ def ddn(
     x = x.detach()
     batch = x.shape[0]
     eps = torch.full((batch,), init_norm, device=x.device, dtype=x.dtype)
-    if bounds is None:
-        cap = torch.full_like(eps, math.inf)
-    else:
-        cap = lp.sample_norm(torch.maximum(x - bounds[0], bounds[1] - x), "l2")
+    cap = lp.box_radius(x, bounds, "l2")
     delta = torch.zeros_like(x)
     best = x.clone()
     best_norm = torch.full_like(eps, math.inf)

@@ -1,12 +1,19 @@
-"""The attacks of an evaluation: how each turns a batch into robust masks per noise level.
+"""The attacks of an evaluation: each turns batches into robust masks per noise level.
 
-:func:`ima.evaluate` runs one of these per batch; the sanity checks (:mod:`ima.sanity`)
-run them again on a few samples. Names (``attack=`` of :func:`ima.evaluate`, ``--attack``
-of ``ima evaluate``):
+Every evaluation attack implements one interface, :meth:`EvaluationAttack.attack`: a list
+of batches ``(x, y, seed)`` in, one :class:`Outcome` per batch out. :func:`ima.evaluate`
+only orchestrates (levels, pools of batches, results, sanity checks); the sanity checks
+(:mod:`ima.evaluation.sanity`) run an attack's :meth:`~EvaluationAttack.fooled` again on a
+few samples. Names (``attack=`` of :func:`ima.evaluate`, ``--attack`` of ``ima
+evaluate``), all in :data:`EVALUATION_ATTACKS`:
 
-* ``pgd``: the paper's 100-PGD (section 3; run by :mod:`ima.evaluation` itself, here for
-  the checks): step ``eps / 10``, random start, cross-entropy and margin loss, worst case
-  per sample.
+* ``pgd``: the paper's 100-PGD (section 3): step ``eps / 10``, random start,
+  cross-entropy and margin loss, worst case per sample. For classification it attacks a
+  pool of batches through one working set (a fooled sample's place goes to the next
+  waiting one); each batch draws its random starts from a generator seeded by its own
+  seed, so the result is the one of attacking batch by batch. For segmentation (the task
+  decides) every run goes its full ``steps`` and the lowest-Dice point is kept per sample,
+  for the overlap metrics of appendix I.
 * ``spsa``: the black-box SPSA attack (:func:`ima.attacks.spsa`; appendix H.2): margin
   loss, 2048 antithetic direction pairs per gradient estimate, 100 Adam iterations.
 * ``uniform-noise``: random noise drawn uniformly in the *volume* of the eps-ball of the
@@ -47,14 +54,16 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import lp
-from .attacks import bpgd, ddn, pgd
-from .attacks.blackbox import spsa
-from .attacks.external import autoattack
-from .checks import check_choice, check_int, check_real
-from .tasks import Task
+from .. import lp
+from ..attacks import bpgd, ddn, pgd
+from ..attacks.blackbox import spsa
+from ..attacks.external import INSTALL_HINT, autoattack, have_art
+from ..attacks.gradient import random_start_point
+from ..checks import check_choice, check_int, check_real
+from ..tasks import SegmentationTask, Task
 
-__all__ = ["ATTACKS", "Outcome", "Protocol", "Setting", "get_protocol"]
+__all__ = ["EVALUATION_ATTACKS", "EvaluationAttack", "Outcome", "Setting",
+           "evaluation_attack"]
 
 
 @dataclass(frozen=True)
@@ -76,28 +85,39 @@ class Outcome:
     """One batch's result: ``robust`` (levels, B) bool on the CPU; ``per_loss`` the same per
     loss (empty where the attack has no losses); ``radii`` (B,) minimal adversarial norms
     (NaN: none found; 0: misclassified clean) for minimal-norm attacks, else None; ``extra``
-    other (levels, B) per-sample values, averaged over the samples into the result."""
+    other (levels, B) per-sample values, averaged over the samples into the result;
+    ``overlap`` for segmentation, per level the pixel counts (3, B, K) and Dice (B,) of
+    each sample's scored point (appendix I), else None."""
 
     robust: torch.Tensor
     per_loss: dict[str, torch.Tensor] = field(default_factory=dict)
     radii: torch.Tensor | None = None
     extra: dict[str, torch.Tensor] = field(default_factory=dict)
+    overlap: list | None = None
+
+
+def clean_output(model, x, y, task, batch_size: int | None = None) -> torch.Tensor:
+    """The model's output on clean ``x`` (no gradients), in chunks of ``batch_size`` rows
+    (all at once when None), after checking the targets fit it: the one clean pass of
+    every evaluation attack."""
+    with torch.no_grad():
+        chunks = [x] if batch_size is None else x.split(batch_size)
+        out = torch.cat([model(xb) for xb in chunks])
+    task.check_target(out, y)
+    return out
 
 
 def _clean(model, x, y, task):
-    with torch.no_grad():
-        out = model(x)
-    task.check_target(out, y)
-    return task.correct(out, y)
+    return task.correct(clean_output(model, x, y, task), y)
 
 
-class Protocol:
+class EvaluationAttack:
     """One evaluation attack; see the module docstring. Subclasses set the class fields and
-    implement :meth:`fooled` (adversarial attacks) or :meth:`run`."""
+    implement :meth:`fooled` (adversarial attacks) or :meth:`run` (one batch), or
+    :meth:`attack` (a pool of batches)."""
 
     name: str = ""
-    #: how the result table titles it
-    title: str = ""
+    #: how result tables and progress bars title it
     norms: tuple[str, ...] = lp.NORMS
     #: None: the attack has no iterations (``steps`` is not used)
     default_steps: int | None = 100
@@ -132,6 +152,26 @@ class Protocol:
             out["losses"] = list(s.losses)
         return {**out, **s.options, "bounds": s.bounds and list(s.bounds)}
 
+    def described(self, params: dict) -> str:
+        """The attack's name in a title, from a result's ``params``: ``100-PGD``,
+        ``100-step SPSA``, ``uniform noise (10 draws)``."""
+        steps = params.get("steps")
+        return f"{steps}-step {self.title}" if steps else self.title
+
+    def pooled(self, task: Task) -> bool:
+        """Whether :meth:`attack` takes a pool of several batches at once."""
+        return False
+
+    def attack(self, model, batches, levels: list[float], s: Setting) -> list[Outcome]:
+        """One :class:`Outcome` per batch of ``batches`` (``(x, y, seed)`` on the device;
+        the model in eval mode). Each batch's random numbers come from its own ``seed``,
+        so an outcome does not depend on the other batches."""
+        outcomes = []
+        for x, y, seed in batches:
+            torch.manual_seed(seed)
+            outcomes.append(self.run(model, x, y, levels, s))
+        return outcomes
+
     def fooled(self, model, x, y, eps: float, s: Setting) -> torch.Tensor:
         """Whether the attack at ``eps`` fools each sample (B,) (adversarial attacks)."""
         raise NotImplementedError
@@ -149,12 +189,39 @@ class Protocol:
         return Outcome(torch.stack(rows).cpu())
 
 
-class PGDProtocol(Protocol):
+class PGDAttack(EvaluationAttack):
     name, title = "pgd", "PGD"
     uses_losses = uses_random_start = True
 
+    def described(self, params):
+        return f"{params.get('steps')}-PGD"
+
     def params(self, s):
-        return {**super().params(s), "step_size": "eps/10", "early_stop": True}
+        segmentation = isinstance(s.task, SegmentationTask)
+        return {**super().params(s), "step_size": "eps/10", "early_stop": not segmentation,
+                **(_dice_rule(s.task) if segmentation else {})}
+
+    def pooled(self, task):
+        return not isinstance(task, SegmentationTask)
+
+    def attack(self, model, batches, levels, s):
+        if not self.pooled(s.task):
+            return super().attack(model, batches, levels, s)
+        x = torch.cat([b[0] for b in batches])
+        y = torch.cat([b[1] for b in batches])
+        robust, per_loss = _pooled_robustness(model, x, y, levels, s,
+                                              [(seed, len(yb)) for _, yb, seed in batches])
+        sizes = [len(b[1]) for b in batches]
+        return [Outcome(r, dict(zip(per_loss, pl, strict=True)))
+                for r, *pl in zip(robust.split(sizes, dim=1),
+                                  *(v.split(sizes, dim=1) for v in per_loss.values()),
+                                  strict=True)]
+
+    def run(self, model, x, y, levels, s):
+        """One segmentation batch: robust masks and the lowest-Dice points' overlaps."""
+        robust, per_loss, overlap = _segmentation_robustness(
+            model, x, y, levels, s.norm, s.steps, s.losses, s.random_start, s.bounds, s.task)
+        return Outcome(robust, per_loss, overlap=overlap)
 
     def fooled(self, model, x, y, eps, s):
         fooled = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
@@ -170,7 +237,7 @@ class PGDProtocol(Protocol):
         return fooled
 
 
-class SPSAProtocol(Protocol):
+class SPSAAttack(EvaluationAttack):
     name, title = "spsa", "SPSA"
     defaults = {"n_samples": 2048, "delta": 0.01, "lr": 0.01, "query_batch": 4096}
     uses_random_start = True
@@ -198,11 +265,13 @@ class SPSAProtocol(Protocol):
         return out
 
 
-class AutoAttackProtocol(Protocol):
+class AutoAttackAttack(EvaluationAttack):
     name, title = "autoattack", "AutoAttack (ART)"
     defaults = {"restarts": 5, "square_queries": 5000}
 
     def resolve(self, options, levels):
+        if not have_art():
+            raise ImportError(INSTALL_HINT)
         o = super().resolve(options, levels)
         check_int("restarts", o["restarts"], low=1)
         check_int("square_queries", o["square_queries"], low=0)
@@ -217,7 +286,7 @@ class AutoAttackProtocol(Protocol):
                           **s.options).success
 
 
-class NoiseProtocol(Protocol):
+class NoiseAttack(EvaluationAttack):
     default_steps = None
     defaults = {"draws": 10}
     adversarial = False
@@ -230,6 +299,9 @@ class NoiseProtocol(Protocol):
 
     def params(self, s):
         return {**super().params(s), "sampling": self.sampling}
+
+    def described(self, params):
+        return f"{self.title} ({params.get('draws')} draws)"
 
     def draw(self, x, eps, norm):
         raise NotImplementedError
@@ -254,7 +326,7 @@ class NoiseProtocol(Protocol):
                        extra={"accuracy_average": torch.stack(averages).cpu()})
 
 
-class UniformNoiseProtocol(NoiseProtocol):
+class UniformNoiseAttack(NoiseAttack):
     name, title = "uniform-noise", "uniform noise"
     sampling = "uniform in the volume of the eps-ball, clipped to the bounds"
 
@@ -262,7 +334,7 @@ class UniformNoiseProtocol(NoiseProtocol):
         return lp.sample_ball(x, eps, norm)
 
 
-class GaussianNoiseProtocol(NoiseProtocol):
+class GaussianNoiseAttack(NoiseAttack):
     name, title = "gaussian-noise", "Gaussian noise"
     sampling = ("i.i.d. Gaussian (L2: expected L2 norm eps, Linf: per-element standard "
                 "deviation eps), projected onto the eps-ball, clipped to the bounds")
@@ -274,7 +346,7 @@ class GaussianNoiseProtocol(NoiseProtocol):
         return lp.project(lp.sample_gaussian(x, eps, norm), eps, norm)
 
 
-class MinimalProtocol(Protocol):
+class MinimalNormAttack(EvaluationAttack):
     adversarial = False
     minimal = True
 
@@ -292,7 +364,7 @@ class MinimalProtocol(Protocol):
         return Outcome(torch.stack(rows).cpu(), radii=radius.cpu())
 
 
-class DDNProtocol(MinimalProtocol):
+class DDNMinimalAttack(MinimalNormAttack):
     name, title = "ddn-min", "DDN minimal norms"
     norms = ("l2",)
     defaults = {"gamma": 0.05, "init_norm": 1.0}
@@ -309,7 +381,7 @@ class DDNProtocol(MinimalProtocol):
         return torch.where(r.success, length, torch.full_like(length, math.nan))
 
 
-class GrowingBPGDProtocol(MinimalProtocol):
+class BPGDMinimalAttack(MinimalNormAttack):
     name, title = "bpgd-min", "BPGD boundary distances"
     default_steps = 20
     defaults = {"init_eps": None, "doublings": 10, "n_binary": 10, "alpha": 4.0}
@@ -331,11 +403,7 @@ class GrowingBPGDProtocol(MinimalProtocol):
     def radii(self, model, x, y, clean, levels, s):
         o = s.options
         radius = torch.full((x.shape[0],), math.nan, device=x.device, dtype=x.dtype)
-        if s.bounds is None:
-            cap = torch.full_like(radius, math.inf)
-        else:
-            # the farthest point of the box: a ball this large holds every valid input
-            cap = lp.sample_norm(torch.maximum(x - s.bounds[0], s.bounds[1] - x), s.norm)
+        cap = lp.box_radius(x, s.bounds, s.norm)  # a ball this large holds every input
         todo = clean.nonzero().squeeze(1)
         budget = float(o["init_eps"])
         for _ in range(o["doublings"] + 1):
@@ -352,14 +420,114 @@ class GrowingBPGDProtocol(MinimalProtocol):
         return radius
 
 
-_PROTOCOLS = {
-    p.name: p
-    for p in (PGDProtocol(), SPSAProtocol(), UniformNoiseProtocol(), GaussianNoiseProtocol(),
-              AutoAttackProtocol(), DDNProtocol(), GrowingBPGDProtocol())
+def _pooled_robustness(model, x, y, levels, setting: Setting, seeds):
+    """Per-level robust masks of a pool of batches: overall (levels, B) and per loss.
+
+    seeds: ``(seed, size)`` per batch of the pool, in order: each batch's random starts
+    are drawn from its own generator, so a sample's result does not depend on the pool.
+    The pool is attacked ``setting.batch_size`` samples at a time, a fooled sample's place
+    going to the next one (:func:`ima.attacks.pgd`'s ``width``).
+    """
+    s = setting
+    clean = s.task.correct(clean_output(model, x, y, s.task, s.batch_size), y)
+    generators = [torch.Generator(device=x.device).manual_seed(k) for k, _ in seeds]
+    owner = torch.repeat_interleave(torch.arange(len(seeds), device=x.device),
+                                    torch.tensor([size for _, size in seeds], device=x.device))
+    alive = {loss: clean.clone() for loss in s.losses}
+    rows = {loss: [] for loss in s.losses}
+    for e in levels:
+        for loss in s.losses:
+            idx = alive[loss].nonzero().squeeze(1)
+            if e > 0 and idx.numel():
+                start = None
+                if s.random_start:
+                    chunks = [idx[owner[idx] == b] for b in range(len(generators))]
+                    start = torch.cat([
+                        random_start_point(x[c], e, s.norm, s.bounds, generator=g)
+                        for c, g in zip(chunks, generators, strict=True) if c.numel()
+                    ])
+                r = pgd(
+                    model, x[idx], y[idx], eps=e, norm=s.norm, steps=s.steps, step_size=e / 10,
+                    loss=loss, random_start=False, start=start, early_stop=True,
+                    bounds=s.bounds, task=s.task, width=s.batch_size,
+                )
+                alive[loss][idx[r.success]] = False
+            rows[loss].append(alive[loss].clone())
+    per_loss = {loss: torch.stack(rows[loss]).cpu() for loss in s.losses}
+    overall = torch.stack([per_loss[loss] for loss in s.losses]).all(dim=0)
+    return overall, per_loss
+
+
+def lowest_dice(model, x, y, eps, best, *, norm, steps, losses, random_start, bounds, task):
+    """Attack every sample at ``eps`` with each loss (full ``steps``, no early stop) and
+    keep, per sample, the point of lowest Dice. ``best``: ``(points, (tp, fp, fn), dice)``
+    so far; returns it updated, and per loss whether any iterate fooled the sample."""
+    points, counts, dice = best
+    fooled = {}
+    for loss in losses:
+        r = pgd(
+            model, x, y, eps=eps, norm=norm, steps=steps, step_size=eps / 10, loss=loss,
+            random_start=random_start, early_stop=False, bounds=bounds, task=task,
+        )
+        # correct_steps counts the correct iterates among the first `steps`; the last
+        # iterate is judged by success
+        fooled[loss] = r.success | (r.correct_steps < steps)
+        with torch.no_grad():
+            new_counts = task.counts(model(r.x), y)
+        new_dice = task.dice_from_counts(*new_counts)
+        # an unscored image (NaN: empty truth and prediction) that the attack gave a
+        # foreground prediction is worse: Dice 0 against no Dice
+        worse = (new_dice < dice) | (dice.isnan() & ~new_dice.isnan())
+        points = torch.where(lp.expand_as_batch(worse, points), r.x, points)
+        counts = tuple(
+            torch.where(worse[:, None], new, old) for new, old in zip(new_counts, counts,
+                                                                       strict=True)
+        )
+        dice = torch.where(worse, new_dice, dice)
+    return (points, counts, dice), fooled
+
+
+def _segmentation_robustness(model, x, y, levels, norm, steps, losses, random_start, bounds,
+                             task):
+    """As :func:`_robustness`, plus per level the pixel counts (3, B, K) and Dice (B,) of
+    each sample's lowest-Dice point (see the module docstring)."""
+    out = clean_output(model, x, y, task)
+    clean = task.correct(out, y)
+    counts = task.counts(out, y)
+    best = (x, counts, task.dice_from_counts(*counts))
+    alive = {loss: clean.clone() for loss in losses}
+    rows = {loss: [] for loss in losses}
+    overlap = []
+    for e in levels:
+        if e > 0:
+            best, fooled = lowest_dice(
+                model, x, y, e, best, norm=norm, steps=steps, losses=losses,
+                random_start=random_start, bounds=bounds, task=task,
+            )
+            for loss in losses:
+                alive[loss] &= ~fooled[loss]
+        for loss in losses:
+            rows[loss].append(alive[loss].clone())
+        overlap.append((torch.stack(best[1]).cpu(), best[2].cpu()))
+    per_loss = {loss: torch.stack(rows[loss]).cpu() for loss in losses}
+    overall = torch.stack([per_loss[loss] for loss in losses]).all(dim=0)
+    return overall, per_loss, overlap
+
+
+def _dice_rule(task: SegmentationTask) -> dict:
+    """What "correct" meant for a segmentation result (recorded with it)."""
+    return {"threshold": task.threshold, "empty_dice": task.empty_dice,
+            "dice_inclusive": task.dice_inclusive}
+
+
+#: the evaluation attacks by name
+EVALUATION_ATTACKS = {
+    a.name: a
+    for a in (PGDAttack(), SPSAAttack(), UniformNoiseAttack(), GaussianNoiseAttack(),
+              AutoAttackAttack(), DDNMinimalAttack(), BPGDMinimalAttack())
 }
-ATTACKS = tuple(_PROTOCOLS)
 
 
-def get_protocol(name: str) -> Protocol:
-    """The evaluation attack called ``name`` (one of :data:`ATTACKS`)."""
-    return _PROTOCOLS[check_choice("attack", name, ATTACKS)]
+def evaluation_attack(name: str) -> EvaluationAttack:
+    """The evaluation attack called ``name`` (a key of :data:`EVALUATION_ATTACKS`)."""
+    return EVALUATION_ATTACKS[check_choice("attack", name, tuple(EVALUATION_ATTACKS))]

@@ -24,22 +24,26 @@ the accuracies compared, on the number of samples compared.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 
 import torch
 
-from . import lp
-from .stats import binomial_std
+from .. import lp
+from ..stats import binomial_std
+from .attacks import EVALUATION_ATTACKS
 
 __all__ = [
     "NOISE_Z",
     "STRONG",
     "WEAK",
     "compare_attacks",
+    "cross_checks",
     "farthest_eps",
     "monotone",
     "record",
+    "run_checks",
     "unbounded",
 ]
 
@@ -107,7 +111,7 @@ def farthest_eps(x: torch.Tensor, bounds, levels, norm: str) -> torch.Tensor:
     farthest corner of the bounds box; for unbounded data 10 times the largest of the eps
     levels and of the samples' distances to their mean."""
     if bounds is not None:
-        return lp.sample_norm(torch.maximum(x - bounds[0], bounds[1] - x), norm)
+        return lp.box_radius(x, bounds, norm)
     spread = float(lp.sample_norm(x - x.mean(dim=0, keepdim=True), norm).max())
     return torch.full((x.shape[0],), 10.0 * max(max(levels), spread, 1e-3),
                       device=x.device, dtype=x.dtype)
@@ -156,3 +160,81 @@ def compare_attacks(strong, weak, *, label_strong: str = "", label_weak: str = "
         f"fooled by {lw} but not by {ls}"
     )
     return record(name, rise <= allow, detail)
+
+
+def run_checks(attack, model, setting, levels, kept, robust, radii) -> list[dict]:
+    """The monotone and unbounded checks of one evaluation (model in eval mode):
+    ``kept`` the first samples' batches, ``robust`` (levels, n) the result's masks."""
+    x = torch.cat([c[0] for c in kept])
+    y = torch.cat([c[1] for c in kept])
+    sub = robust[:, : len(y)]
+    out = []
+    if attack.minimal:
+        out.append(record(
+            "monotone", None, "accuracy read off per-sample radii never rises with eps"))
+        clean = robust[0]
+        missing = clean & torch.isnan(radii.to(torch.float64))
+        out.append(unbounded(
+            int(missing.sum()), int(clean.sum()),
+            f"clean-correct samples without a radius after {attack.name}'s unbounded search",
+        ))
+        return out
+    if attack.adversarial:
+        independent, revived = sub.clone(), 0
+        for j in range(2, len(levels)):
+            idx = (sub[0] & ~sub[j - 1]).nonzero().squeeze(1)
+            if idx.numel():
+                moved = idx.to(x.device)
+                fooled = attack.fooled(model, x[moved], y[moved], levels[j], setting).cpu()
+                independent[j, idx[~fooled]] = True
+                revived += int((~fooled).sum())
+        out.append(monotone(levels, independent, revived=revived,
+                                   note=f"independent {attack.name} runs per level"))
+    else:
+        out.append(monotone(levels, sub, note="noise drawn independently per level"))
+    idx = sub[0].nonzero().squeeze(1).to(x.device)
+    # PGD with a budget past every input: the evaluation's own settings when it is PGD
+    own = attack.name == "pgd"
+    pgd_steps = setting.steps if own else 100
+    pgd_losses = setting.losses if own else setting.task.attack_losses
+    fooled = torch.zeros(0, dtype=torch.bool)
+    if idx.numel():
+        xs = x[idx]
+        big = farthest_eps(xs, setting.bounds, levels, setting.norm)
+        strong = dataclasses.replace(setting, steps=pgd_steps, losses=pgd_losses,
+                                     random_start=True, options={})
+        fooled = EVALUATION_ATTACKS["pgd"].fooled(model, xs, y[idx], big, strong)
+    out.append(unbounded(
+        int((~fooled).sum()), int(idx.numel()),
+        f"{pgd_steps}-PGD with a budget that covers every valid input",
+    ))
+    return out
+
+
+def cross_checks(result, references) -> list[dict]:
+    """White-box versus black-box checks against ``references`` ((label, result) pairs)."""
+    mine = result.attack
+    if mine in STRONG:
+        partners, what = WEAK, "SPSA or white-noise"
+    elif mine in WEAK:
+        partners, what = STRONG, "PGD or AutoAttack"
+    else:
+        return []
+    out = []
+    for label, other in references:
+        if other.attack not in partners or other.norm != result.norm or (
+            other.split != result.split
+        ):
+            continue
+        if mine in STRONG:
+            out.append(compare_attacks(result, other, label_weak=label or ""))
+        else:
+            out.append(compare_attacks(other, result, label_strong=label or ""))
+    if not out:
+        hint = "--attack spsa" if mine in STRONG else "--attack pgd"
+        out.append(record(
+            "whitebox_vs_blackbox", None,
+            f"no stored {what} result of norm {result.norm} and split {result.split} to "
+            f"compare with (run `ima evaluate RUN {hint} --norm {result.norm}`)",
+        ))
+    return out
