@@ -12,8 +12,8 @@ from PIL import Image
 
 from ima import plots
 from ima.cli import main
-from ima.deployment import ExportMismatch, MissingExtra, export_model
 from ima.evaluation import EvaluationResult
+from ima.exporting import ExportMismatch, MissingExtra, export_model
 
 MOONS = {
     "data": {"name": "moons", "n_train": 256, "n_val": 64, "n_test": 64, "batch_size": 64},
@@ -219,7 +219,7 @@ def test_export_torchscript_round_trip(runs, tmp_path, capsys):
 
 
 def test_export_mismatch_fails_loudly(runs, tmp_path, monkeypatch):
-    from ima import deployment
+    from ima import exporting as deployment
 
     def broken(model, example, path):
         path_ = str(path)

@@ -268,7 +268,7 @@ def _non_plain(obj, where="checkpoint"):
 
 @pytest.mark.parametrize("schedule", ["none", "step"])
 def test_checkpoints_hold_only_tensors_and_plain_values(base, schedule):
-    """DESIGN.md: a checkpoint holds tensors and plain Python values, so that any torch
+    """A checkpoint holds tensors and plain Python values, so that any torch
     the package supports reads it with weights_only=True (torch < 2.4 refuses the
     Counter in MultiStepLR's state)."""
     for path in sorted(base[schedule].rglob("*.pt")):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from .checks import check_choice
+from .validation import check_choice
 
 __all__ = ["PRECISIONS", "Accelerated", "accelerate", "check_precision"]
 

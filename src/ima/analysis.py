@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checks import check_int, check_real
 from .evaluation import EvaluationResult, evaluate
 from .report import Table
 from .runs import read_config
+from .validation import check_int, check_real
 
 __all__ = [
     "BoundaryComparison",
@@ -217,7 +217,7 @@ def margin_bound(config: dict, epoch: int) -> float | None:
     without ``delta_eps``.
 
     Appendix C.2 calls it ``M * delta_eps`` (margins start near 0 there). Here margins
-    start at ``delta_eps`` (DESIGN.md) and grow by at most ``delta_eps`` per epoch, so
+    start at ``delta_eps`` and grow by at most ``delta_eps`` per epoch, so
     the bound is ``min((M + 1) * delta_eps, eps_max)``: one step more, the same order.
     """
     method = config.get("method", {})

@@ -480,7 +480,7 @@ def _check_output_file(path, flag: str) -> None:
 
 
 def _export(args) -> int:
-    from .deployment import export_model
+    from .exporting import export_model
 
     _check_output_file(args.out, "--out")
 

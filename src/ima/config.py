@@ -18,11 +18,11 @@ from typing import Any
 import yaml
 
 from .acceleration import PRECISIONS
-from .checks import check_choice, check_int, check_real
 from .data import DATASETS
 from .lp import check_norm
 from .methods import METHODS
 from .models import MODELS
+from .validation import check_choice, check_int, check_real
 
 __all__ = [
     "DEFAULTS",

@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from .checks import check_choice
+from .validation import check_choice
 
 __all__ = [
     "box_radius",

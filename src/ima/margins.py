@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .checks import check_int, check_real
+from .validation import check_int, check_real
 
 __all__ = ["DirectMarginStore", "MarginStore"]
 

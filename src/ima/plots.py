@@ -27,9 +27,9 @@ from .analysis import (
     moons_bayes_score,
     run_margins,
 )
-from .checks import check_int
 from .report import load_results
 from .runs import Run, load_run, read_config, read_metrics
+from .validation import check_int
 
 __all__ = [
     "DPI",

@@ -14,8 +14,8 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-from .checks import check_choice
 from .evaluation import EvaluationResult
+from .validation import check_choice
 
 __all__ = [
     "METRICS", "Table", "clinical_table", "html_report", "load_results", "robustness_table",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from .checks import check_int, check_real
+from .validation import check_int, check_real
 
 __all__ = ["Z95", "binomial_std", "successes", "wilson_interval"]
 

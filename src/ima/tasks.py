@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .checks import check_choice, check_real
+from .validation import check_choice, check_real
 
 __all__ = [
     "EMPTY_DICE",

@@ -1,4 +1,4 @@
-"""The contract every registered training method keeps (DESIGN.md, "A training method").
+"""The contract every registered training method keeps (docs/architecture.md, "A training method").
 
 Parametrized over ``METHODS.names()``, so a newly registered method is covered
 automatically; it only needs an entry in ``REQUIRED`` (the test fails loudly without one).

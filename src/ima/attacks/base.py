@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import torch
 
 from .. import lp
-from ..checks import check_bounds, check_finite_tensor, check_int, check_real
 from ..tasks import Task, get_task
+from ..validation import check_bounds, check_finite_tensor, check_int, check_real
 
 __all__ = ["AttackResult", "check_attack_inputs", "clean_pass", "probe"]
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 
 from .. import lp
-from ..checks import check_int, check_real
 from ..modes import eval_mode
 from ..tasks import Task
+from ..validation import check_int, check_real
 from .base import AttackResult, check_attack_inputs
 
 __all__ = ["spsa"]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from ..checks import check_int
 from ..modes import eval_mode
 from ..tasks import Task
+from ..validation import check_int
 from .base import AttackResult, check_attack_inputs, clean_pass
 from .gradient import ascend, random_start_point
 

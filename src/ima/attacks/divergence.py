@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 
 from .. import lp
-from ..checks import check_real
 from ..modes import eval_mode
 from ..tasks import Task
+from ..validation import check_real
 from .base import AttackResult, check_attack_inputs, clean_pass
 from .gradient import ascend
 

@@ -11,9 +11,9 @@ import numpy as np
 import torch
 
 from .. import lp
-from ..checks import check_int
 from ..modes import eval_mode
 from ..tasks import ClassificationTask, Task
+from ..validation import check_int
 from .base import AttackResult, check_attack_inputs, clean_pass
 
 __all__ = ["autoattack", "have_art"]

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import torch
 
 from .. import lp
-from ..checks import check_finite_tensor, check_int
 from ..modes import eval_mode
 from ..tasks import Task
+from ..validation import check_finite_tensor, check_int
 from .base import AttackResult, check_attack_inputs, probe
 
 __all__ = ["pgd"]

@@ -7,9 +7,9 @@ import math
 import torch
 
 from .. import lp
-from ..checks import check_real
 from ..modes import eval_mode
 from ..tasks import Task
+from ..validation import check_real
 from .base import AttackResult, check_attack_inputs, probe
 
 __all__ = ["ddn"]

@@ -9,7 +9,6 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from ima.checks import check_choice
 from ima.data.cifar import cifar10
 from ima.data.dataset import SPLITS, ArrayDataset
 from ima.data.decathlon import (
@@ -26,6 +25,7 @@ from ima.data.moons import moons
 from ima.data.npz_files import medmnist, npz, pathmnist
 from ima.data.shapes import shapes
 from ima.registry import Registry
+from ima.validation import check_choice
 
 __all__ = ["DATASETS", "SPLITS", "build_dataset"]
 

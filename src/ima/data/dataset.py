@@ -7,8 +7,8 @@ import operator
 import torch
 from torch.utils.data import Dataset
 
-from ima.checks import check_bounds, check_int
 from ima.tasks import Task, get_task
+from ima.validation import check_bounds, check_int
 
 #: The split names every dataset takes.
 SPLITS = ("train", "val", "test")

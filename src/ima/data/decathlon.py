@@ -36,10 +36,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ima.checks import check_choice, check_int, check_real
 from ima.data.dataset import SPLITS, ArrayDataset
 from ima.data.files import as_path, require_root
 from ima.tasks import SegmentationTask
+from ima.validation import check_choice, check_int, check_real
 
 __all__ = [
     "decathlon",

@@ -6,8 +6,8 @@ import numpy as np
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from ima.checks import check_choice, check_int, check_real
 from ima.data.dataset import SPLITS, ArrayDataset
+from ima.validation import check_choice, check_int, check_real
 
 __all__ = ["digits"]
 

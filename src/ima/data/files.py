@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ima.checks import check_int
+from ima.validation import check_int
 
 __all__ = [
     "IMAGE_EXTENSIONS",

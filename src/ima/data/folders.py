@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ima.checks import check_choice, check_int, check_real
 from ima.data.dataset import SPLITS, ArrayDataset
 from ima.data.files import IMAGE_EXTENSIONS, check_size, read_image, require_root
 from ima.data.sampling import split_off, take_train_subset
+from ima.validation import check_choice, check_int, check_real
 
 __all__ = ["class_images", "covid_ct", "image_folder", "load_images"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.datasets import make_moons
 
-from ima.checks import check_choice, check_int, check_real
 from ima.data.dataset import SPLITS, ArrayDataset
+from ima.validation import check_choice, check_int, check_real
 
 __all__ = ["moons"]
 

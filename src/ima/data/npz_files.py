@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ima.checks import check_choice, check_int, check_real
 from ima.data.dataset import SPLITS, ArrayDataset
 from ima.data.files import as_path, find_file, require_root, to_unit
 from ima.data.sampling import split_off, take_train_subset
+from ima.validation import check_choice, check_int, check_real
 
 __all__ = ["MEDMNIST_CLASSES", "MEDMNIST_DIRS", "medmnist", "npz", "pathmnist"]
 

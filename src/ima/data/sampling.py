@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ima.checks import check_choice, check_int
 from ima.data.dataset import SPLITS, ArrayDataset
 from ima.data.files import to_unit
+from ima.validation import check_choice, check_int
 
 __all__ = [
     "check_split_settings",

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ima.checks import check_choice, check_int, check_real
 from ima.data.dataset import ArrayDataset
 from ima.tasks import SegmentationTask
+from ima.validation import check_choice, check_int, check_real
 
 __all__ = ["make_shapes", "shapes"]
 

@@ -59,8 +59,8 @@ from ..attacks import bpgd, ddn, pgd
 from ..attacks.blackbox import spsa
 from ..attacks.external import INSTALL_HINT, autoattack, have_art
 from ..attacks.gradient import random_start_point
-from ..checks import check_choice, check_int, check_real
 from ..tasks import SegmentationTask, Task
+from ..validation import check_choice, check_int, check_real
 
 __all__ = ["EVALUATION_ATTACKS", "EvaluationAttack", "Outcome", "Setting",
            "evaluation_attack"]

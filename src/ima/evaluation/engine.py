@@ -39,10 +39,10 @@ from pathlib import Path
 import torch
 
 from .. import distributed, lp
-from ..checks import check_bounds, check_int, check_real
 from ..modes import eval_mode
 from ..stats import wilson_interval
 from ..tasks import get_task
+from ..validation import check_bounds, check_int, check_real
 from .attacks import Setting, evaluation_attack
 from .inputs import (
     check_inputs,

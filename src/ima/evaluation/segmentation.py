@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..checks import check_bounds, check_real
 from ..modes import eval_mode
 from ..tasks import SegmentationTask, get_task
+from ..validation import check_bounds, check_real
 from .attacks import clean_output, lowest_dice
 from .inputs import model_device
 

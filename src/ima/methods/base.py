@@ -9,9 +9,9 @@ from typing import Any, ClassVar
 import torch
 
 from .. import lp
-from ..checks import check_bounds, check_int, check_real
 from ..registry import Registry
 from ..tasks import Task, get_task
+from ..validation import check_bounds, check_int, check_real
 
 __all__ = [
     "METHODS",

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from .. import lp
 from ..attacks import ddn
-from ..checks import check_int, check_real
+from ..validation import check_int, check_real
 from .base import METHODS, Method, StepOutput
 from .observe import clean_logits
 

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from ..attacks import AttackResult, pgd
-from ..checks import check_int
+from ..validation import check_int
 from .base import METHODS, Method, StepOutput, check_attack_settings
 from .observe import clean_logits
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ..attacks import AttackResult, pgd
-from ..checks import check_int, check_real
+from ..validation import check_int, check_real
 from .base import METHODS, Method, StepOutput, check_attack_settings
 from .observe import clean_logits
 

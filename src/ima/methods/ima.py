@@ -9,9 +9,9 @@ import torch
 
 from .. import lp
 from ..attacks import bpgd
-from ..checks import check_int, check_real
 from ..margins import MarginStore
 from ..modes import mode_free
+from ..validation import check_int, check_real
 from .base import METHODS, MarginMethod, StepOutput
 
 __all__ = ["IMA"]

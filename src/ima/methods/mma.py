@@ -11,9 +11,9 @@ from .. import lp
 from ..attacks import pgd
 from ..attacks.base import clean_pass
 from ..attacks.boundary import bisect
-from ..checks import check_int, check_real
 from ..margins import DirectMarginStore
 from ..modes import eval_mode, mode_free
+from ..validation import check_int, check_real
 from .base import METHODS, MarginMethod, StepOutput
 
 __all__ = ["MMA"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..attacks import kl_attack, kl_divergence
-from ..checks import check_real
 from ..modes import mode_free
+from ..validation import check_real
 from .base import METHODS, Method, StepOutput, check_attack_settings
 
 __all__ = ["TRADES"]

@@ -5,7 +5,7 @@ from ima.models.mlp import moons_mlp
 from ima.models.paper_cnns import fashion_cnn, svhn_cnn
 from ima.models.resnet import resnet18_in
 from ima.models.small_cnn import digits_cnn
-from ima.models.unet import UNet, unet
+from ima.models.unet_net import UNet, unet
 from ima.models.wrn import wide_resnet, wrn_28_4
 
 __all__ = [

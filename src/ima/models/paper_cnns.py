@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ima.checks import check_int
+from ima.validation import check_int
 
 __all__ = ["fashion_cnn", "svhn_cnn"]
 

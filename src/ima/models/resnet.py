@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ima.checks import check_int
+from ima.validation import check_int
 
 __all__ = ["ResNetIN", "resnet18_in"]
 

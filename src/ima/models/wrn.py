@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ima.checks import check_int, check_real
+from ima.validation import check_int, check_real
 
 __all__ = ["WideResNet", "wide_resnet", "wrn_28_4"]
 

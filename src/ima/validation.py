@@ -1,7 +1,7 @@
 """Input validation shared by the whole package.
 
 Every check raises ``ValueError`` or ``TypeError`` naming the parameter, the allowed
-range and the value received, as DESIGN.md asks. Never ``assert`` for input checks.
+range and the value received. Never ``assert`` for input checks.
 """
 
 from __future__ import annotations

@@ -32,8 +32,8 @@ from pathlib import Path
 
 import torch
 
-from .checks import check_choice, check_int, check_real
 from .runs import Run, load_run
+from .validation import check_choice, check_int, check_real
 
 __all__ = ["FORMATS", "ExportMismatch", "ExportResult", "MissingExtra", "export_model"]
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ima.checks import check_int
+from ima.validation import check_int
 
 __all__ = ["UNet", "unet"]
 
