@@ -10,10 +10,11 @@ import torch
 import yaml
 from PIL import Image
 
-from ima import plots
 from ima.cli import main
 from ima.evaluation import EvaluationResult
+from ima.evaluation.examples import sample_images
 from ima.exporting import ExportMismatch, MissingExtra, export_model
+from ima.reporting import figures as plots
 
 MOONS = {
     "data": {"name": "moons", "n_train": 256, "n_val": 64, "n_test": 64, "batch_size": 64},
@@ -139,9 +140,13 @@ def test_sample_grid(runs, tmp_path, capsys):
     assert main(["plot", "samples", str(runs / "digits"), "--eps", "0.5,2", "--n", "2",
                  "--steps", "3", "--out", str(out)]) == 0
     w, h = _check_figure(out)
-    fig = plots.plot_samples(runs / "digits", eps=[0.5], n=2, steps=2)
+    from ima import load_run
+
+    fig = plots.plot_samples(sample_images(load_run(runs / "digits"), eps=[0.5], n=2,
+                                           steps=2))
     titles = [ax.get_title() for ax in fig.axes]
     assert len(titles) == 4 and titles[0].startswith("pred ") and "eps=0.5" in titles[1]
+    assert titles[0].endswith("clean")
     assert main(["plot", "samples", str(runs / "ima"), "--out", str(out)]) == 1
     assert "not images" in capsys.readouterr().err
 
@@ -159,10 +164,10 @@ def test_select_writes_the_tables(runs, capsys):
     rows = (run / "eval" / "select-test.csv").read_text().splitlines()
     assert rows[0] == "Noise,0,0.3,0 (Validation)" and len(rows) == 4
     assert (run / "eval" / "select-test-epochs.csv").is_file()
-    saved = sorted(p.name for p in (run / "eval" / "checkpoints").glob("*.json"))
-    assert saved == [f"epoch-00{e}-pgd-l2-test.json" for e in (1, 2, 3)]
+    saved = sorted(p.name for p in (run / "eval").glob("*-epoch-*.json"))
+    assert saved == [f"pgd-l2-test-epoch-00{e}.json" for e in (1, 2, 3)]
     # same settings: results are read back, not recomputed
-    stamps = {p: p.stat().st_mtime_ns for p in (run / "eval" / "checkpoints").iterdir()}
+    stamps = {p: p.stat().st_mtime_ns for p in (run / "eval").glob("*-epoch-*.json")}
     assert main(args) == 0
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 
@@ -250,3 +255,30 @@ def test_export_onnx_without_the_extra(runs, tmp_path, capsys):
         export_model(runs / "ima", format="onnx", path=tmp_path / "m.onnx")
     assert main(["export", str(runs / "ima"), "--format", "onnx"]) == 1
     assert "ima[onnx]" in capsys.readouterr().err
+
+
+def test_figure_and_report_code_runs_no_attack_and_imports_no_circle():
+    """Figures read results and arrays: the reporting package imports no attack, and
+    tables, figures, the HTML page and the analyses import one another one way only."""
+    import ast
+    from pathlib import Path
+
+    import ima
+
+    root = Path(ima.__file__).parent
+    for path in (root / "reporting").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        imported = {node.module or "" for node in ast.walk(tree)
+                    if isinstance(node, ast.ImportFrom)}
+        imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                     for alias in node.names}
+        assert not any("attacks" in m or m.endswith("examples") or m == "segmentation"
+                       for m in imported), (path.name, imported)
+        names = {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                 for alias in node.names}
+        assert not names & {"pgd", "bpgd", "spsa", "ddn", "segment_under_attack"}, path.name
+    for path in (root / "analysis").glob("*.py"):
+        text = path.read_text()
+        assert "reporting.figures" not in text and "reporting.html" not in text, path.name
+    tables = (root / "reporting" / "tables.py").read_text()
+    assert "figures" not in tables and "analysis" not in tables

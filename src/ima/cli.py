@@ -165,7 +165,7 @@ def _evaluate_in(args, ctx) -> int:
     import torch
 
     from .evaluation import evaluate_run
-    from .report import clinical_table, robustness_table
+    from .reporting.tables import clinical_table, robustness_table
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -199,7 +199,7 @@ def _evaluate_in(args, ctx) -> int:
 
 
 def _report(args) -> int:
-    from .report import load_results, robustness_table
+    from .reporting.tables import load_results, robustness_table
 
     names = [name.strip() for name in args.eval.split(",") if name.strip()]
     results = []
@@ -215,7 +215,7 @@ def _report(args) -> int:
     if args.markdown:
         Path(args.markdown).write_text(table.to_markdown())
     if args.html:
-        from .report import html_report
+        from .reporting.html import html_report
 
         page = html_report(args.run_dirs, names[0], metric=args.metric, table=table)
         Path(args.html).parent.mkdir(parents=True, exist_ok=True)
@@ -355,14 +355,14 @@ def _figure_out(args, name: str):
 
 
 def _save(fig, args, name: str) -> None:
-    from .plots import save_figure
+    from .reporting.figures import save_figure
 
     for path in save_figure(fig, _figure_out(args, name)):
         print(f"wrote {path}")
 
 
 def _plot_boundary(args) -> int:
-    from .plots import plot_boundaries
+    from .reporting.figures import plot_boundaries
 
     fig, comparisons = plot_boundaries(args.run_dirs, split=args.split,
                                        resolution=args.resolution, epoch=args.epoch)
@@ -379,7 +379,7 @@ def _plot_boundary(args) -> int:
 
 
 def _plot_margins(args) -> int:
-    from .plots import plot_margins
+    from .reporting.figures import plot_margins
 
     _save(plot_margins(args.run_dirs, bins=args.bins, overlay=args.overlay,
                        epoch=args.epoch), args, "margins")
@@ -387,14 +387,14 @@ def _plot_margins(args) -> int:
 
 
 def _plot_curves(args) -> int:
-    from .plots import plot_curves
+    from .reporting.figures import plot_curves
 
     _save(plot_curves(args.run_dirs), args, "curves")
     return 0
 
 
 def _plot_noise(args) -> int:
-    from .plots import plot_noise
+    from .reporting.figures import plot_noise
 
     _save(plot_noise(args.run_dirs, args.eval), args, "noise")
     return 0
@@ -403,13 +403,17 @@ def _plot_noise(args) -> int:
 def _plot_samples(args) -> int:
     import torch
 
-    from .plots import plot_samples
+    from .evaluation.examples import sample_images
+    from .reporting.figures import plot_samples
+    from .runs import load_run
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    fig = plot_samples(args.run_dir, eps=args.eps,
-                       n=args.n, steps=args.steps, split=args.split, norm=args.norm,
-                       seed=args.seed, epoch=args.epoch)
+    run = load_run(args.run_dir, epoch=args.epoch)
+    samples = sample_images(run, eps=args.eps, n=args.n, steps=args.steps, split=args.split,
+                            norm=args.norm, seed=args.seed)
+    fig = plot_samples(samples, label=Path(args.run_dir).resolve().name,
+                       classes=run.config["model"].get("num_classes"))
     _save(fig, args, "samples")
     return 0
 

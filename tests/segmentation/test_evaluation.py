@@ -8,7 +8,7 @@ import torch
 
 from ima.data import ArrayDataset
 from ima.evaluation import EvaluationResult, evaluate, segment_under_attack
-from ima.report import robustness_table
+from ima.reporting.tables import robustness_table
 from ima.tasks import SegmentationTask
 
 from analytic import SEG_PIXELS as N

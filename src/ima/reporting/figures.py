@@ -20,16 +20,16 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from .analysis import (
+from ..analysis import (
     BoundaryComparison,
     compare_boundaries,
     margin_bound,
     moons_bayes_score,
     run_margins,
 )
-from .report import load_results
-from .runs import Run, load_run, read_config, read_metrics
-from .validation import check_int
+from ..runs import Run, load_run, read_config, read_metrics
+from ..validation import check_int
+from .tables import load_results
 
 __all__ = [
     "DPI",
@@ -96,7 +96,7 @@ def _norm_name(config: dict) -> str:
 def _decision_values(model: torch.nn.Module, points: np.ndarray) -> np.ndarray:
     """(N,) ``logit_1 - logit_0`` for two classes (positive = class 1), else the
     predicted class as a float."""
-    from .modes import eval_mode
+    from ..modes import eval_mode
 
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     dtype = next((p.dtype for p in model.parameters()), torch.float32)
@@ -363,23 +363,6 @@ def plot_noise(run_dirs, eval_name: str = "pgd-l2-test", *, results=None) -> Fig
 # --------------------------------------------------------------------------------------
 
 
-def _adversarial(model, x, y, *, eps, norm, steps, bounds, task):
-    """The paper's 100-PGD at one ``eps``: cross-entropy first, then the margin loss
-    for the samples it did not fool; the adversarial point where one run succeeded,
-    else the cross-entropy run's last iterate."""
-    from .attacks import pgd
-
-    kwargs = dict(eps=eps, norm=norm, steps=steps, step_size=eps / 10, random_start=True,
-                  early_stop=True, bounds=bounds, task=task)
-    first = pgd(model, x, y, loss="ce", **kwargs)
-    adv, fooled = first.x.clone(), first.success.clone()
-    rest = (~fooled).nonzero().squeeze(1)
-    if rest.numel():
-        second = pgd(model, x[rest], y[rest], loss="margin", **kwargs)
-        adv[rest[second.success]] = second.x[second.success]
-    return adv
-
-
 def _show_image(ax, image: torch.Tensor, bounds) -> None:
     img = image.detach().cpu().float()
     low, high = bounds if bounds is not None else (float(img.min()), float(img.max()))
@@ -391,86 +374,44 @@ def _show_image(ax, image: torch.Tensor, bounds) -> None:
     ax.set_yticks([])
 
 
-def _classification_samples(run: Run, *, eps, n, steps, split, norm, seed) -> Figure:
-    """Rows: ``n`` correctly classified ``split`` images; columns: clean, then the
-    100-PGD adversarial image at each ``eps``; titles: predicted label and noise level."""
-    from .evaluation.inputs import data_batches
-
-    data = run.dataset(split)
-    bounds = getattr(data, "bounds", (0.0, 1.0))
-    model, task = run.model, run.method.task
-    picked_x, picked_y = [], []
-    with torch.no_grad():
-        for x, y in data_batches(data, 256):
-            keep = task.correct(model(x), y)
-            picked_x.append(x[keep])
-            picked_y.append(y[keep])
-            if sum(len(v) for v in picked_y) >= n:
-                break
-    x = torch.cat(picked_x)[:n]
-    y = torch.cat(picked_y)[:n]
-    if len(y) == 0:
-        raise ValueError(f"run {str(run.dir)!r}: no correctly classified {split} image")
-    columns = [(0.0, x)]
-    state = torch.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        for e in eps:
-            columns.append((e, _adversarial(model, x, y, eps=e, norm=norm, steps=steps,
-                                            bounds=bounds, task=task)))
-    finally:
-        torch.set_rng_state(state)
-    fig = _new_figure(1.7 * len(columns) + 0.4, 1.85 * len(y) + 0.6)
-    axes = fig.subplots(len(y), len(columns), squeeze=False)
-    with torch.no_grad():
-        preds = [model(images).argmax(1) for _, images in columns]
+def _classification_samples(label: str, samples) -> Figure:
+    """Rows: the correctly classified images; columns: clean, then the 100-PGD adversarial
+    image at each noise level; titles: predicted label and noise level."""
+    y, bounds = samples.truth, samples.bounds
+    fig = _new_figure(1.7 * len(samples.levels) + 0.4, 1.85 * len(y) + 0.6)
+    axes = fig.subplots(len(y), len(samples.levels), squeeze=False)
     for i in range(len(y)):
-        for j, (e, images) in enumerate(columns):
+        for j, e in enumerate(samples.levels):
             ax = axes[i, j]
-            _show_image(ax, images[i], bounds)
-            p = int(preds[j][i])
-            wrong = p != int(y[i])
-            ax.set_title(f"pred {p}, eps={e:g}", fontsize=8,
-                         color="#d62728" if wrong else "black")
+            _show_image(ax, samples.images[j][i], bounds)
+            p = int(samples.predictions[j][i])
+            ax.set_title(f"pred {p}, " + ("clean" if e == 0 else f"eps={e:g}"), fontsize=8,
+                         color="#d62728" if p != int(y[i]) else "black")
             if j == 0:
                 ax.set_ylabel(f"true {int(y[i])}", fontsize=8)
     fig.suptitle(
-        f"{_label(run.dir)}: clean and {steps}-PGD ({norm.upper()}) {split} images\n"
-        "title: predicted class and noise level (red = misclassified)", fontsize=9,
+        f"{label}: clean and {samples.steps}-PGD ({samples.norm.upper()}) {samples.split} "
+        "images\ntitle: predicted class and noise level (red = misclassified)", fontsize=9,
     )
     return fig
 
 
-def _segmentation_samples(run: Run, *, eps, n, steps, split, norm, seed) -> Figure:
+def _segmentation_samples(label: str, samples, classes: int) -> Figure:
     """Fig. 12-14: per image two rows, the input and the predicted mask, one column per
     noise level (clean first); the true mask is outlined on every prediction, and each
     title gives the noise level and the image's Dice. The attacked input is each image's
     lowest-Dice point under 100-PGD (both losses), as :func:`ima.evaluate` scores it."""
-    from .evaluation import segment_under_attack
-
-    data = run.dataset(split)
-    bounds = getattr(data, "bounds", (0.0, 1.0))
-    model, task = run.model, run.method.task
-    count = min(n, len(data))
-    x = torch.stack([data[i][0] for i in range(count)])
-    y = torch.stack([torch.as_tensor(data[i][1]) for i in range(count)])
-    levels = [0.0, *eps]
-    attacked = [
-        segment_under_attack(model, x, y, eps=e, norm=norm, steps=steps, bounds=bounds,
-                             task=task, seed=seed)
-        for e in levels
-    ]
-    classes = int(run.config["model"].get("num_classes", int(y.max()) + 1))
+    task, levels, count = samples.task, samples.levels, len(samples.truth)
     fig = _new_figure(1.7 * len(levels) + 0.4, 3.5 * count + 0.6)
     axes = fig.subplots(2 * count, len(levels), squeeze=False)
     for i in range(count):
-        truth = y[i].cpu().numpy()
-        for j, (e, a) in enumerate(zip(levels, attacked, strict=True)):
-            _show_image(axes[2 * i, j], a.x[i], bounds)
-            dice = float(a.dice[i])
-            axes[2 * i, j].set_title(f"eps={e:g}", fontsize=8)
+        truth = samples.truth[i].cpu().numpy()
+        for j, e in enumerate(levels):
+            _show_image(axes[2 * i, j], samples.images[j][i], samples.bounds)
+            dice = float(samples.dice[j][i])
+            axes[2 * i, j].set_title("clean" if e == 0 else f"eps={e:g}", fontsize=8)
             ax = axes[2 * i + 1, j]
-            ax.imshow(a.prediction[i].cpu().numpy(), cmap="viridis", vmin=0,
+            ax.imshow(samples.predictions[j][i].cpu().numpy(), cmap="viridis", vmin=0,
                       vmax=max(classes - 1, 1), interpolation="nearest")
             ax.contour(truth > 0, levels=[0.5], colors="#ff7f0e", linewidths=0.8)
             ax.set_xticks([])
@@ -482,47 +423,20 @@ def _segmentation_samples(run: Run, *, eps, n, steps, split, norm, seed) -> Figu
         axes[2 * i, 0].set_ylabel(f"image {i}", fontsize=8)
         axes[2 * i + 1, 0].set_ylabel("prediction", fontsize=8)
     fig.suptitle(
-        f"{_label(run.dir)}: {split} images and predicted masks under {steps}-PGD "
-        f"({norm.upper()})\norange outline: true mask; red title: Dice "
+        f"{label}: {samples.split} images and predicted masks under {samples.steps}-PGD "
+        f"({samples.norm.upper()})\norange outline: true mask; red title: Dice "
         f"{'<' if task.dice_inclusive else '<='} {task.threshold:g}",
         fontsize=9,
     )
     return fig
 
 
-#: Sample-grid views by task type name; a new task registers a function with the
-#: signature of :func:`_classification_samples` under its class name.
-SAMPLE_VIEWS = {
-    "ClassificationTask": _classification_samples,
-    "SegmentationTask": _segmentation_samples,
-}
-
-
-def plot_samples(run, *, eps=None, n: int = 8, steps: int = 100, split: str = "test",
-                 norm: str | None = None, seed: int = 0, epoch: int | None = None) -> Figure:
-    """A grid of clean and adversarial images (Fig. 1, 15) of a run's model.
-
-    eps: noise levels (default: the nonzero levels of the run's ``eval.eps``, at most
-    four); each adversarial image is the 100-PGD attack of :func:`ima.evaluate` (step
-    ``eps / 10``, cross-entropy then margin loss). Only image data: 2-D points raise
-    ValueError.
-    """
-    run = _as_run(run, epoch)
-    n = check_int("n", n, low=1)
-    steps = check_int("steps", steps, low=1)
-    shape = tuple(run.dataset(split)[0][0].shape)
-    if len(shape) != 3:
-        raise ValueError(
-            f"run {str(run.dir)!r}: data {run.config['data']['name']!r} holds inputs of "
-            f"shape {shape}, not images (channels, height, width); sample grids need image "
-            "data (use `ima plot boundary` for 2-D points)"
-        )
-    norm = norm or run.config["eval"]["norm"]
-    if eps is None:
-        eps = [e for e in run.config["eval"]["eps"] if e > 0][:4]
-    eps = sorted(float(e) for e in eps if float(e) > 0)
-    view = SAMPLE_VIEWS.get(type(run.method.task).__name__)
-    if view is None:
-        raise ValueError(f"no sample view for task {type(run.method.task).__name__}; "
-                         f"known: {', '.join(SAMPLE_VIEWS)}")
-    return view(run, eps=eps, n=n, steps=steps, split=split, norm=norm, seed=seed)
+def plot_samples(samples, *, label: str = "", classes: int | None = None) -> Figure:
+    """A grid of clean and adversarial images (Fig. 1, 12-15) from
+    :func:`ima.evaluation.examples.sample_images` (this figure runs no attack).
+    classes: the number of classes of a segmentation's label maps (colour scale)."""
+    if samples.dice is None:
+        return _classification_samples(label, samples)
+    if classes is None:
+        classes = int(samples.truth.max()) + 1
+    return _segmentation_samples(label, samples, classes)

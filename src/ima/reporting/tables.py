@@ -14,12 +14,11 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-from .evaluation import EvaluationResult
-from .validation import check_choice
+from ..evaluation import EvaluationResult
+from ..validation import check_choice
 
 __all__ = [
-    "METRICS", "Table", "clinical_table", "html_report", "load_results", "robustness_table",
-    "unique_labels",
+    "METRICS", "Table", "clinical_table", "load_results", "robustness_table", "unique_labels",
 ]
 
 #: what a table can show: the name of the result field and its title
@@ -75,7 +74,7 @@ def load_results(run_dirs, name: str = "pgd-l2-test") -> list[tuple[str, Evaluat
     The label is the folder's name, with as many parent folders as it takes to tell runs
     of the same name apart (``a/run``, ``b/run``), and ``(epoch N of M)`` when the result
     is of another checkpoint than the run's last epoch."""
-    from .runs import read_metrics
+    from ..runs import read_metrics
 
     out = []
     labels = unique_labels(run_dirs)
@@ -163,7 +162,7 @@ def _comparable_aucs(results) -> tuple[list, str]:
     """Each row's AUC, comparable across rows: the stored AUC when every result has the
     same levels, else the AUC over the levels all results share (None where they share
     fewer than two), with a note for the table's title."""
-    from .evaluation import auc
+    from ..evaluation import auc
 
     if len({tuple(r.eps) for _, r in results}) == 1:
         return [r.auc for _, r in results], ""
@@ -204,7 +203,7 @@ def clinical_table(label: str, result: EvaluationResult) -> Table:
 
 def _attack_names(results) -> str:
     """``100-PGD``, ``100-step SPSA``, ``uniform noise (10 draws)``...: a table's attacks."""
-    from .evaluation import EVALUATION_ATTACKS
+    from ..evaluation import EVALUATION_ATTACKS
 
     names = []
     for _, r in results:
@@ -213,92 +212,3 @@ def _attack_names(results) -> str:
         if name not in names:
             names.append(name)
     return "/".join(names)
-
-
-_HTML_STYLE = """
-body { font-family: sans-serif; max-width: 1200px; margin: 2em auto; color: #222; }
-table { border-collapse: collapse; margin: 1em 0; }
-caption { text-align: left; font-weight: bold; padding-bottom: 0.4em; }
-th, td { border: 1px solid #bbb; padding: 0.25em 0.6em; text-align: right; }
-th:first-child, td:first-child { text-align: left; }
-img { max-width: 100%; display: block; margin: 0.5em 0 1.5em; }
-.note { color: #777; font-style: italic; }
-"""
-
-
-def html_report(run_dirs, eval_name: str = "pgd-l2-test", *, metric: str = "accuracy",
-                title: str | None = None, table: Table | None = None) -> str:
-    """A self-contained HTML page on a set of runs: the robustness table, the robustness
-    curves, the training curves, the margin histograms (runs of ima/mma) and, for 2-D
-    data, the decision boundaries; figures are embedded as base64 PNGs.
-
-    A figure that does not apply to these runs (no margins, not 2-D data, no metrics)
-    is replaced by a one-line note saying why. ``table``: the table to show instead of
-    the ``metric`` table of ``eval_name`` (e.g. the one ``ima report`` printed).
-    """
-    import base64
-    from html import escape
-
-    from . import plots
-
-    run_dirs = [Path(d) for d in run_dirs]
-    if not run_dirs:
-        raise ValueError("html_report needs at least one run folder")
-    results = load_results(run_dirs, eval_name)
-    names = ", ".join(label for label, _ in results)
-    title = title or f"Robustness report: {names}"
-    parts = [f"<h1>{escape(title)}</h1>",
-             f"<p>Evaluation <code>{escape(eval_name)}</code> of {len(run_dirs)} run(s): "
-             f"{escape(', '.join(str(d) for d in run_dirs))}</p>",
-             "<h2>Robustness</h2>",
-             (table or robustness_table(results, metric=metric)).to_html()]
-
-    def figure(heading, alt, build):
-        parts.append(f"<h2>{escape(heading)}</h2>")
-        try:
-            fig = build()
-        except (ValueError, FileNotFoundError) as err:
-            parts.append(f'<p class="note">Not available: {escape(str(err))}</p>')
-            return
-        data = base64.b64encode(plots.figure_png(fig)).decode("ascii")
-        parts.append(f'<img alt="{escape(alt)}" src="data:image/png;base64,{data}">')
-
-    figure("Accuracy against noise level", "robustness curves",
-           lambda: plots.plot_noise(run_dirs, results=results))
-    figure("Training curves", "training curves", lambda: plots.plot_curves(run_dirs))
-    with_margins = [d for d in run_dirs if _method_name(d) in ("ima", "mma")]
-    figure("Estimated margins", "margin histograms",
-           lambda: plots.plot_margins(with_margins) if with_margins else _no(
-               "none of these runs keeps per-sample margins (ima, mma do)"))
-    flat = all(_two_dimensional(d) for d in run_dirs)
-    figure("Decision boundaries", "decision boundaries",
-           lambda: plots.plot_boundaries(run_dirs)[0] if flat else _no(
-               "decision boundaries are drawn for 2-D inputs (Moons) only"))
-    body = "\n".join(parts)
-    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>{escape(title)}</title><style>{_HTML_STYLE}</style></head>\n"
-            f"<body>\n{body}\n</body></html>\n")
-
-
-def _method_name(run_dir) -> str | None:
-    """The run's method name, read from its config as written (nothing imported)."""
-    from .config import read_config_file
-
-    try:
-        return read_config_file(Path(run_dir) / "config.yaml")["method"]["name"]
-    except (FileNotFoundError, ValueError, KeyError, TypeError):
-        return None
-
-
-def _two_dimensional(run_dir) -> bool:
-    from .assemble import make_dataset
-    from .runs import read_config
-
-    try:
-        return tuple(make_dataset(read_config(run_dir), "test")[0][0].shape) == (2,)
-    except (FileNotFoundError, ValueError, KeyError, TypeError, PermissionError):
-        return False  # no data (or data only the run's own untrusted code can build)
-
-
-def _no(reason: str):
-    raise ValueError(reason)

@@ -1,0 +1,34 @@
+"""Analyses of trained runs, by topic: the Moons Bayes boundary (:mod:`.boundary`),
+choosing a checkpoint by a validation threshold (:mod:`.checkpoints`, appendix C.2/H.1),
+and a noise level for vanilla adversarial training from IMA's margins
+(:mod:`.eps_choice`, appendix C.3). Everything here reads run folders, checkpoints and
+results; nothing trains."""
+
+from .boundary import BoundaryComparison, compare_boundaries, moons_bayes_score, zero_crossings
+from .checkpoints import (
+    CheckpointSelection,
+    checkpoint_epochs,
+    epoch_table,
+    eps_max_table,
+    evaluate_checkpoints,
+    margin_bound,
+    select_checkpoint,
+)
+from .eps_choice import EpsSuggestion, run_margins, suggest_eps
+
+__all__ = [
+    "BoundaryComparison",
+    "CheckpointSelection",
+    "EpsSuggestion",
+    "checkpoint_epochs",
+    "compare_boundaries",
+    "epoch_table",
+    "eps_max_table",
+    "evaluate_checkpoints",
+    "margin_bound",
+    "moons_bayes_score",
+    "run_margins",
+    "select_checkpoint",
+    "suggest_eps",
+    "zero_crossings",
+]
