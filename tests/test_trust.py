@@ -472,3 +472,30 @@ def test_foreign_result_json_loads_with_a_clear_error(tmp_path):
     path.write_text(json.dumps([1, 2]))
     with pytest.raises(ValueError, match="not an ima evaluation result"):
         EvaluationResult.load(path)
+
+
+def test_evaluate_run_resumes_a_killed_evaluation_of_a_run_folder(finished, tmp_path,
+                                                                   monkeypatch):
+    from ima.evaluation import attacks, evaluate_run
+
+    run = _copy(finished, tmp_path)
+    settings = dict(eps=[0.0, 0.1], max_samples=64, steps=3, batch_size=16, checks=False)
+    monkeypatch.setattr("ima.evaluation.inputs.POOL_BATCHES", 1)
+    whole, _ = evaluate_run(run, save=False, **settings)
+    real, seen = attacks.PGDAttack.attack, []
+
+    def killed(self, *args):
+        if len(seen) == 2:
+            raise KeyboardInterrupt("killed")
+        seen.append(1)
+        return real(self, *args)
+
+    monkeypatch.setattr(attacks.PGDAttack, "attack", killed)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_run(run, **settings)
+    assert len(list((run / "eval").glob(".partial-*.pt"))) == 1
+    monkeypatch.setattr(attacks.PGDAttack, "attack", real)
+    result, path = evaluate_run(run, **settings)
+    assert result.robust == whole.robust and path.name == "pgd-l2-test.json"
+    assert result.epoch == 2 and result.checkpoint == "latest"
+    assert list((run / "eval").glob(".partial-*.pt")) == []

@@ -29,15 +29,17 @@ def make_dataset(config: dict, split: str):
     return build_dataset(data["name"], split, **kwargs)
 
 
-def data_bounds(dataset):
-    """The dataset's valid input range; image data without the attribute is in [0, 1]."""
-    return getattr(dataset, "bounds", (0.0, 1.0))
+def data_bounds(data):
+    """The valid input range of a dataset (or of a DataLoader's dataset): its ``bounds``
+    attribute; image data without the attribute is in [0, 1]. The one place ima looks."""
+    return getattr(getattr(data, "dataset", data), "bounds", (0.0, 1.0))
 
 
-def data_task(dataset):
-    """What "correct" and "loss" mean for the dataset: its ``task`` attribute (a
-    segmentation dataset declares a ``SegmentationTask``); classification without it."""
-    return get_task(getattr(dataset, "task", None))
+def data_task(data):
+    """What "correct" and "loss" mean for a dataset (or a DataLoader's dataset): its
+    ``task`` attribute (a segmentation dataset declares a ``SegmentationTask``);
+    classification without it."""
+    return get_task(getattr(getattr(data, "dataset", data), "task", None))
 
 
 def make_model(config: dict) -> torch.nn.Module:

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 import torch
 
-__all__ = ["eval_mode", "mode_free"]
+__all__ = ["eval_mode", "kept_random_state", "mode_free"]
 
 # torch.nn layers that compute the same in training and eval mode need no listing; these
 # are the ones that do not (batch statistics, dropout).
@@ -51,3 +51,17 @@ def mode_free(model: torch.nn.Module) -> bool:
         if not type(m).__module__.startswith(("torch.nn.", "ima.", "torch._dynamo.")):
             return False
     return True
+
+
+@contextmanager
+def kept_random_state(seed: int | None = None) -> Iterator[None]:
+    """Run the body (after ``torch.manual_seed(seed)`` when a seed is given) and restore
+    the global CPU random state after: evaluations and figures leave the caller's random
+    numbers as they were."""
+    state = torch.get_rng_state()
+    try:
+        if seed is not None:
+            torch.manual_seed(seed)
+        yield
+    finally:
+        torch.set_rng_state(state)

@@ -56,6 +56,7 @@ WRITTEN = (
     MARKER_FILE, CONFIG_FILE, METRICS_FILE, LATEST, ".*.tmp",
     "checkpoints/epoch-*.pt", "checkpoints/.*.tmp",
     "eval/*.json", "eval/select-*.md", "eval/select-*.csv", "eval/.*.tmp",
+    "eval/.partial-*.pt",
     "eval/checkpoints/epoch-*.json", "eval/checkpoints/.*.tmp",
     "figures/*.png", "figures/*.pdf", "figures/.*.tmp",
     "export/model-epoch-*", "export/.*.tmp",

@@ -39,7 +39,8 @@ from pathlib import Path
 import torch
 
 from .. import distributed, lp
-from ..modes import eval_mode
+from ..assemble import data_bounds, data_task
+from ..modes import eval_mode, kept_random_state
 from ..stats import wilson_interval
 from ..tasks import get_task
 from ..validation import check_bounds, check_int, check_real
@@ -130,24 +131,19 @@ def evaluate(
     where finished batches are kept, so that a killed evaluation resumes from them with
     the result of an uninterrupted run (one file per process under torchrun).
     """
-    if task == "auto":
-        task = getattr(getattr(data, "dataset", data), "task", None)
+    task = data_task(data) if task == "auto" else get_task(task)
     if bounds == "auto":
-        bounds = getattr(getattr(data, "dataset", data), "bounds", (0.0, 1.0))
-    plan = _plan(attack=attack, norm=norm, steps=steps, losses=losses, task=get_task(task),
+        bounds = data_bounds(data)
+    plan = _plan(attack=attack, norm=norm, steps=steps, losses=losses, task=task,
                  random_start=random_start, bounds=bounds, eps=eps, batch_size=batch_size,
                  seed=seed, max_samples=max_samples, per_class=per_class, options=options,
                  checks=checks, check_samples=check_samples)
     if per_class is not None:
         data, plan.indices = first_per_class(data, per_class, batch_size)
     began = time.perf_counter()
-    generator_state = torch.get_rng_state()
-    try:
-        with eval_mode(model):
-            parts, n, kept = _attack_batches(model, data, plan, ctx, progress, partial)
-            found = _sanity(model, plan, parts, kept, ctx)
-    finally:
-        torch.set_rng_state(generator_state)
+    with kept_random_state(), eval_mode(model):
+        parts, n, kept = _attack_batches(model, data, plan, ctx, progress, partial)
+        found = _sanity(model, plan, parts, kept, ctx)
     result = _result(plan, parts, n, split_name, found)
     result.time_s = time.perf_counter() - began
     if plan.checks:

@@ -8,7 +8,9 @@ from dataclasses import dataclass
 
 import torch
 
+from ..assemble import data_bounds
 from ..attacks import pgd
+from ..modes import kept_random_state
 from ..tasks import SegmentationTask
 from ..validation import check_int
 from .inputs import data_batches
@@ -58,17 +60,13 @@ def sample_images(run, *, eps=None, n: int = 8, steps: int = 100, split: str = "
     norm = norm or run.config["eval"]["norm"]
     if eps is None:
         eps = [e for e in run.config["eval"]["eps"] if e > 0][:4]
-    bounds = getattr(data, "bounds", (0.0, 1.0))
+    bounds = data_bounds(data)
     task = run.method.task
     levels = [0.0, *sorted(float(e) for e in eps if float(e) > 0)]
     make = _segmentation if isinstance(task, SegmentationTask) else _classification
-    state = torch.get_rng_state()
-    torch.manual_seed(seed)
-    try:
+    with kept_random_state(seed):
         images, truth, predictions, dice = make(run.model, data, levels, n, steps, norm,
                                                 bounds, task, seed)
-    finally:
-        torch.set_rng_state(state)
     return SampleImages(levels, images, truth, predictions, dice, bounds, task, steps, norm,
                         split)
 

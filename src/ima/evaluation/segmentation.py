@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..modes import eval_mode
+from ..modes import eval_mode, kept_random_state
 from ..tasks import SegmentationTask, get_task
 from ..validation import check_bounds, check_real
 from .attacks import clean_output, lowest_dice
@@ -53,22 +53,17 @@ def segment_under_attack(
     losses = task.attack_losses if losses is None else tuple(losses)
     device = model_device(model)
     x, y = x.to(device), y.to(device)
-    state = torch.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        with eval_mode(model):
-            out = clean_output(model, x, y, task)
-            counts = task.counts(out, y)
-            best = (x, counts, task.dice_from_counts(*counts))
-            if eps > 0:
-                best, _ = lowest_dice(
-                    model, x, y, eps, best, norm=norm, steps=steps, losses=losses,
-                    random_start=random_start, bounds=check_bounds(bounds), task=task,
-                )
-            with torch.no_grad():
-                prediction = model(best[0]).argmax(dim=1)
-    finally:
-        torch.set_rng_state(state)
+    with kept_random_state(seed), eval_mode(model):
+        out = clean_output(model, x, y, task)
+        counts = task.counts(out, y)
+        best = (x, counts, task.dice_from_counts(*counts))
+        if eps > 0:
+            best, _ = lowest_dice(
+                model, x, y, eps, best, norm=norm, steps=steps, losses=losses,
+                random_start=random_start, bounds=check_bounds(bounds), task=task,
+            )
+        with torch.no_grad():
+            prediction = model(best[0]).argmax(dim=1)
     return AttackedSegmentation(best[0].detach(), prediction, best[2].float())
 
 
