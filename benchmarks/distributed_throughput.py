@@ -39,7 +39,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     from ima import assemble, load_config
 
-    n = len(assemble.make_dataset(load_config(args.config), "train"))
+    n = len(assemble.dataset_from_config(load_config(args.config), "train"))
     print(machine(torch.device(args.device), args.threads))
     print(f"config {args.config}: {n} training samples per epoch")
     layouts = [(1, args.threads), (2, args.threads)]

@@ -30,7 +30,7 @@ def time_epoch(method, model, config, train_set, epoch, max_batches, device, row
     model = copy.deepcopy(model).train()
     if rows is not None:
         model.register_forward_pre_hook(lambda m, inp: rows.append(inp[0].shape[0]))
-    optimizer, _ = assemble.make_optimizer(config, model)
+    optimizer, _ = assemble.optimizer_from_config(config, model)
     order = epoch_order(len(train_set), config["train"]["seed"], epoch)
     sync(device)
     began = time.perf_counter()

@@ -1,4 +1,8 @@
-"""Build the parts of an experiment (data, model, method, optimizer) from a resolved config."""
+"""The parts of an experiment (data, model, method, optimizer) from a resolved config.
+
+Naming: ``X_from_config(config)`` reads a config; the registries' ``build_X(name, ...)``
+build by name (:func:`ima.data.build_dataset`, :func:`ima.models.build_model`,
+:func:`ima.methods.build_method`), and these functions call them."""
 
 from __future__ import annotations
 
@@ -13,16 +17,16 @@ from .tasks import get_task
 __all__ = [
     "data_bounds",
     "data_task",
-    "make_dataset",
-    "make_method",
-    "make_model",
-    "make_optimizer",
+    "dataset_from_config",
+    "method_from_config",
+    "model_from_config",
+    "optimizer_from_config",
 ]
 
 _DATA_KEYS = ("name", "batch_size", "eval_batch_size", "num_workers")
 
 
-def make_dataset(config: dict, split: str):
+def dataset_from_config(config: dict, split: str):
     """The ``split`` ("train", "val" or "test") of the config's dataset."""
     data = config["data"]
     kwargs = {k: v for k, v in data.items() if k not in _DATA_KEYS}
@@ -42,12 +46,12 @@ def data_task(data):
     return get_task(getattr(getattr(data, "dataset", data), "task", None))
 
 
-def make_model(config: dict) -> torch.nn.Module:
+def model_from_config(config: dict) -> torch.nn.Module:
     model = config["model"]
     return build_model(model["name"], **{k: v for k, v in model.items() if k != "name"})
 
 
-def make_method(config: dict, train_set):
+def method_from_config(config: dict, train_set):
     return build_method(
         config["method"]["name"],
         num_samples=len(train_set),
@@ -58,7 +62,7 @@ def make_method(config: dict, train_set):
     )
 
 
-def make_optimizer(config: dict, model: torch.nn.Module):
+def optimizer_from_config(config: dict, model: torch.nn.Module):
     """The optimizer and learning-rate scheduler (stepped once per epoch) of the config."""
     o = config["optim"]
     params = model.parameters()

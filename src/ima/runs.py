@@ -328,7 +328,7 @@ class Run:
     def dataset(self, split: str):
         """The run's dataset split: "train", "val" or "test"."""
         if split not in self._datasets:
-            self._datasets[split] = assemble.make_dataset(self.config, split)
+            self._datasets[split] = assemble.dataset_from_config(self.config, split)
         return self._datasets[split]
 
     def metrics(self) -> list[dict]:
@@ -350,11 +350,11 @@ def load_run(run_dir, epoch: int | None = None, *, map_location="cpu",
             f"no checkpoint for epoch {epoch} in {str(run_dir)!r}; saved: {saved or 'none'}"
         )
     payload = load_checkpoint(path, map_location=map_location)
-    model = assemble.make_model(config)
+    model = assemble.model_from_config(config)
     load_weights(model, payload["model"], path)
     model.eval()
     run = Run(run_dir, config, model, None, int(payload["epoch"]))
-    method = assemble.make_method(config, run.dataset("train"))
+    method = assemble.method_from_config(config, run.dataset("train"))
     load_method_state(method, payload["method"], path)
     run.method = method
     return run

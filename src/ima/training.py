@@ -264,7 +264,7 @@ def try_first_step(config: dict, model, train_set, device) -> None:
     rng = _rng_state()
     try:
         probe = copy.deepcopy(model)
-        method = assemble.make_method(config, train_set)
+        method = assemble.method_from_config(config, train_set)
         net = accelerate(probe, precision=t["precision"], channels_last=t["channels_last"],
                          device=device)
         size = min(config["data"]["batch_size"], len(train_set))
@@ -311,11 +311,11 @@ def _train(config, out_dir: Path, ctx, *, resume, overwrite, progress, init_from
     # Build everything before touching the run folder: a config whose data, model or
     # method fails to build must not leave a half-made folder behind, nor wipe the
     # existing run that --overwrite was about to replace.
-    train_set = assemble.make_dataset(config, "train")
-    val_set = assemble.make_dataset(config, t["val_split"]) if t["val_split"] else None
-    model = assemble.make_model(config).to(device)
-    method = assemble.make_method(config, train_set)
-    optimizer, scheduler = assemble.make_optimizer(config, model)
+    train_set = assemble.dataset_from_config(config, "train")
+    val_set = assemble.dataset_from_config(config, t["val_split"]) if t["val_split"] else None
+    model = assemble.model_from_config(config).to(device)
+    method = assemble.method_from_config(config, train_set)
+    optimizer, scheduler = assemble.optimizer_from_config(config, model)
     scaler = _grad_scaler() if t["precision"] == "fp16" else None
     resuming = resume and runs.checkpoint_path(out_dir).is_file()
     if init_from is not None and not resuming:

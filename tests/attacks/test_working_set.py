@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ima import bpgd, pgd
-from ima.attacks import gradient
+from ima.attacks import working_set
 from ima.attacks.divergence import kl_attack
 
 from analytic import RowCounter, small_problem
@@ -50,9 +50,9 @@ def test_lazy_compaction_gives_the_results_of_eager_compaction(problem, monkeypa
                                                                fraction, bucket):
     net, x, y = problem
     eager = _runs(net, x, y)
-    monkeypatch.setitem(gradient._CHECK_EVERY, "cpu", every)
-    monkeypatch.setitem(gradient._COMPACT_FRACTION, "cpu", fraction)
-    monkeypatch.setitem(gradient._BUCKET, "cpu", bucket)
+    monkeypatch.setitem(working_set.CHECK_EVERY, "cpu", every)
+    monkeypatch.setitem(working_set.COMPACT_FRACTION, "cpu", fraction)
+    monkeypatch.setitem(working_set.BUCKET, "cpu", bucket)
     lazy = _runs(net, x, y)
     _assert_same(eager, lazy, atol=1e-6)
     assert 0.2 < float(eager["pgd-stop"].success.float().mean()) < 0.9  # a real mix
@@ -60,9 +60,9 @@ def test_lazy_compaction_gives_the_results_of_eager_compaction(problem, monkeypa
 
 def test_lazy_compaction_still_drops_finished_samples_in_buckets(problem, monkeypatch):
     net, x, y = problem
-    monkeypatch.setitem(gradient._CHECK_EVERY, "cpu", 4)
-    monkeypatch.setitem(gradient._COMPACT_FRACTION, "cpu", 0.25)
-    monkeypatch.setitem(gradient._BUCKET, "cpu", 16)
+    monkeypatch.setitem(working_set.CHECK_EVERY, "cpu", 4)
+    monkeypatch.setitem(working_set.COMPACT_FRACTION, "cpu", 0.25)
+    monkeypatch.setitem(working_set.BUCKET, "cpu", 16)
     sizes = []
     net_sizes = torch.nn.Sequential(net)
     net_sizes.register_forward_pre_hook(lambda m, inp: sizes.append(inp[0].shape[0]))
@@ -81,9 +81,9 @@ def test_gpu_default_lazy_compaction_gives_the_results_of_eager_compaction(probl
     net, x, y = problem
     net, x, y = net.cuda(), x.cuda(), y.cuda()
     lazy = _runs(net, x, y)  # the GPU default: every 4 iterations, a quarter, buckets of 16
-    monkeypatch.setitem(gradient._CHECK_EVERY, "cuda", 1)
-    monkeypatch.setitem(gradient._COMPACT_FRACTION, "cuda", 0.0)
-    monkeypatch.setitem(gradient._BUCKET, "cuda", 1)
+    monkeypatch.setitem(working_set.CHECK_EVERY, "cuda", 1)
+    monkeypatch.setitem(working_set.COMPACT_FRACTION, "cuda", 0.0)
+    monkeypatch.setitem(working_set.BUCKET, "cuda", 1)
     eager = _runs(net, x, y)
     _assert_same(eager, lazy, atol=1e-5, max_flips=1)
 
@@ -95,9 +95,9 @@ def test_refilled_working_set_gives_the_results_of_the_whole_batch(problem, monk
                                                                     bucket):
     net, x, y = problem
     whole = _runs(net, x, y)
-    monkeypatch.setitem(gradient._CHECK_EVERY, "cpu", every)
-    monkeypatch.setitem(gradient._COMPACT_FRACTION, "cpu", fraction)
-    monkeypatch.setitem(gradient._BUCKET, "cpu", bucket)
+    monkeypatch.setitem(working_set.CHECK_EVERY, "cpu", every)
+    monkeypatch.setitem(working_set.COMPACT_FRACTION, "cpu", fraction)
+    monkeypatch.setitem(working_set.BUCKET, "cpu", bucket)
     for name, early, tau, loss in (("pgd-stop", True, 0, "ce"), ("pgd-tau", True, 2, "ce"),
                                    ("pgd-last", False, 0, "margin")):
         torch.manual_seed(0)

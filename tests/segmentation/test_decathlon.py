@@ -191,7 +191,7 @@ def test_named_tasks_and_config_path(tmp_path):
 def test_config_sets_how_empty_slices_are_scored(tmp_path, rule, first_correct, first_scored):
     """Slice 0 of every case written by write_task has no foreground: a perfect model
     leaves it empty, and data.empty_dice decides whether it is scored and correct."""
-    from ima.assemble import make_dataset
+    from ima.assemble import dataset_from_config
 
     write_task(tmp_path, n_cases=4)
     data = {"name": "decathlon_heart", "root": str(tmp_path), "n_val": 1, "n_test": 1,
@@ -200,14 +200,14 @@ def test_config_sets_how_empty_slices_are_scored(tmp_path, rule, first_correct, 
         data["empty_dice"] = rule
     config = resolve_config({"data": data, "model": {"name": "unet"}, "method": {"name": "ce"}})
     assert config["data"]["empty_dice"] == rule and config["data"]["dice_inclusive"] is False
-    test = make_dataset(config, "test")
+    test = dataset_from_config(config, "test")
     assert test.task.empty_dice == rule and test.task.dice_inclusive is False
     y = test.y
     assert [k for _, k in test.slices] == [0, 1, 2, 3] and not y[0].any() and y[1:].any()
     perfect = torch.nn.functional.one_hot(y, 2).permute(0, 3, 1, 2).float()
     assert test.task.correct(perfect, y).tolist() == [first_correct, True, True, True]
     assert test.task.scored(perfect, y).tolist() == [first_scored, True, True, True]
-    inclusive = make_dataset(
+    inclusive = dataset_from_config(
         resolve_config({"data": {**data, "dice_inclusive": True}, "model": {"name": "unet"}}),
         "test",
     )

@@ -11,7 +11,7 @@ import yaml
 
 from helpers import assert_same_state
 from ima import evaluate, load_run, train
-from ima.assemble import data_task, make_method
+from ima.assemble import data_task, method_from_config
 from ima.config import load_config
 from ima.data import build_dataset
 from ima.methods import build_method
@@ -38,7 +38,7 @@ def test_dataset_declares_its_task_and_methods_get_it():
     assert isinstance(data_task(shapes), SegmentationTask) and shapes.task.threshold == 0.7
     assert isinstance(data_task(build_dataset("moons", "test", n_test=8)), ClassificationTask)
     config = load_config(CONFIGS / "shapes-ima.yaml")
-    method = make_method(config, shapes)
+    method = method_from_config(config, shapes)
     assert method.task is shapes.task
 
 

@@ -9,6 +9,7 @@ from ..modes import eval_mode
 from ..tasks import Task
 from ..validation import check_int, check_real
 from .base import AttackResult, check_attack_inputs
+from .working_set import WorkingSet
 
 __all__ = ["spsa"]
 
@@ -76,37 +77,42 @@ def spsa(
         cur = lp.clip_to_bounds(x + lp.project(start, eps, norm, validate=False), bounds)
         x_out = cur.clone()
         fooled = torch.zeros(batch, dtype=torch.bool, device=x.device)
-        # Working set of the samples still attacked, compacted when one leaves.
-        ids = torch.arange(batch, device=x.device)
-        x0, yc, eps_c = x, y, eps
-        m1, m2 = torch.zeros_like(x), torch.zeros_like(x)
+        # the samples still attacked; one that is fooled leaves at once (an iteration
+        # costs 2 * n_samples queries per sample, beside which the check is free)
+        s = WorkingSet(ids=torch.arange(batch, device=x.device), cur=cur, x0=x, y=y, eps=eps,
+                       m1=torch.zeros_like(x), m2=torch.zeros_like(x))
         for t in range(steps + 1):
-            out = model(cur)
+            out = model(s["cur"])
             if t == 0:
-                task.check_target(out, yc)
-            wrong = ~task.correct(out, yc)
+                task.check_target(out, s["y"])
+            wrong = ~task.correct(out, s["y"])
             if t == steps:
-                x_out[ids] = cur
-                fooled[ids] = wrong
+                x_out[s["ids"]] = s["cur"]
+                fooled[s["ids"]] = wrong
                 break
             if early_stop and wrong.any():
-                done = ids[wrong]
-                x_out[done] = cur[wrong]
+                done = s["ids"][wrong]
+                x_out[done] = s["cur"][wrong]
                 fooled[done] = True
-                keep = ~wrong
-                ids, cur, x0, yc, eps_c = ids[keep], cur[keep], x0[keep], yc[keep], eps_c[keep]
-                m1, m2 = m1[keep], m2[keep]
-                if ids.numel() == 0:
+                s = s.keep(~wrong)
+                if s.size == 0:
                     break
-            grad = _estimate_gradient(model, task, cur, yc, n_samples, delta, query_batch)
-            m1 = _BETA1 * m1 + (1 - _BETA1) * grad
-            m2 = _BETA2 * m2 + (1 - _BETA2) * grad * grad
-            m1_hat = m1 / (1 - _BETA1 ** (t + 1))
-            m2_hat = m2 / (1 - _BETA2 ** (t + 1))
-            moved = cur + lr * m1_hat / (m2_hat.sqrt() + _ADAM_EPS)
-            cur = lp.clip_to_bounds(x0 + lp.project(moved - x0, eps_c, norm, validate=False),
-                                    bounds)
+            _adam_step(model, task, s, t, norm, bounds, n_samples, delta, lr, query_batch)
     return AttackResult(x_out, fooled)
+
+
+def _adam_step(model, task, s: WorkingSet, t: int, norm, bounds, n_samples, delta, lr,
+               query_batch) -> None:
+    """One Adam step of the working set ``s`` on the SPSA gradient estimate, projected onto
+    each sample's ball and clipped to the bounds (in place)."""
+    grad = _estimate_gradient(model, task, s["cur"], s["y"], n_samples, delta, query_batch)
+    s["m1"] = _BETA1 * s["m1"] + (1 - _BETA1) * grad
+    s["m2"] = _BETA2 * s["m2"] + (1 - _BETA2) * grad * grad
+    m1_hat = s["m1"] / (1 - _BETA1 ** (t + 1))
+    m2_hat = s["m2"] / (1 - _BETA2 ** (t + 1))
+    moved = s["cur"] + lr * m1_hat / (m2_hat.sqrt() + _ADAM_EPS)
+    s["cur"] = lp.clip_to_bounds(
+        s["x0"] + lp.project(moved - s["x0"], s["eps"], norm, validate=False), bounds)
 
 
 def _estimate_gradient(model, task, x, y, n_samples, delta, query_batch):

@@ -12,6 +12,7 @@ from ..modes import eval_mode
 from ..tasks import Task
 from ..validation import check_finite_tensor, check_int
 from .base import AttackResult, check_attack_inputs, probe
+from .working_set import Compaction, WorkingSet
 
 __all__ = ["pgd"]
 
@@ -37,21 +38,6 @@ def random_start_point(x: torch.Tensor, eps: torch.Tensor, norm: str, bounds, *,
                        generator: torch.Generator | None = None) -> torch.Tensor:
     """A uniformly random point of the ``eps``-ball around each sample, clipped to ``bounds``."""
     return lp.clip_to_bounds(x + lp.sample_ball(x, eps, norm, generator=generator), bounds)
-
-
-#: How often (in iterations) the working set is checked for samples that left it, and
-#: the fraction of it that must have left before it is compacted, per device type. On the
-#: CPU compute dominates, so every finished sample is dropped at once. On a GPU each check
-#: is a host synchronisation and each compaction a dozen small kernels, which cost more
-#: than the rows they save until a good part of the set has left.
-_CHECK_EVERY = {"cpu": 1}
-_COMPACT_FRACTION = {"cpu": 0.0}
-_GPU_CHECK_EVERY, _GPU_COMPACT_FRACTION = 4, 0.25
-#: On a GPU the compacted set keeps a multiple of this many rows (padded with finished
-#: samples, whose results are already fixed), so a batch meets few distinct shapes and
-#: the convolution libraries' per-shape set-up is paid for a handful of sizes only.
-_BUCKET = {"cpu": 1}
-_GPU_BUCKET = 16
 
 
 def ascend(
@@ -98,12 +84,8 @@ def ascend(
     divergence, for example).
     """
     n = x.shape[0]
-    kind = x.device.type
-    if check_every is None:
-        check_every = _CHECK_EVERY.get(kind, _GPU_CHECK_EVERY)
-    if compact_fraction is None:
-        compact_fraction = _COMPACT_FRACTION.get(kind, _GPU_COMPACT_FRACTION)
-    bucket = _BUCKET.get(kind, _GPU_BUCKET)
+    policy = Compaction.for_device(x.device.type, check_every=check_every,
+                                   fraction=compact_fraction)
     width = n if width is None else min(check_int("width", width, low=1), n)
     streaming = width < n  # samples wait and enter with their own count of steps
     x, start = x.detach(), start.detach()
@@ -112,16 +94,16 @@ def ascend(
     correct_steps = torch.zeros(n, dtype=torch.long, device=x.device)
     last_correct = x.clone() if stop_on_success else None
 
-    def enter(first: int, last: int) -> dict:
+    def enter(first: int, last: int) -> WorkingSet:
         """The working-set state of samples ``first`` to ``last - 1`` at their start."""
         k = last - first
-        s = {
+        s = WorkingSet({
             "ids": torch.arange(first, last, device=x.device), "x0": x[first:last],
             "y": y[first:last], "eps": eps[first:last], "step": step_size[first:last],
             "cur": start[first:last], "prev": x[first:last],
             "steps_c": torch.zeros(k, dtype=torch.long, device=x.device),  # correct iterates
             "gone": torch.zeros(k, dtype=torch.bool, device=x.device),  # left, kept as rows
-        }
+        })
         # results of the samples that left, written out at the next compaction; recording
         # them with torch.where needs no host synchronisation
         s["rec_x"], s["rec_fooled"] = s["cur"], s["gone"]
@@ -175,24 +157,23 @@ def ascend(
             s["gone"] = s["gone"] | leave
         else:
             s["steps_c"] += ~wrong
-        if final is True or (can_leave and (i + 1) % check_every == 0):
-            size = s["ids"].numel()
+        if final is True or (can_leave and policy.due(i)):
+            size = s.size
             left, waiting = int(s["gone"].sum()), n - queued
             if left == size and not waiting:
                 write_out(s, s["gone"])
                 break
-            if left > carried and left - carried >= compact_fraction * size:
+            if policy.worth(left, carried, size):
                 write_out(s, s["gone"])
                 keep = ~s["gone"]
                 live = size - left
                 join = min(waiting, width - live)
                 carried = 0
                 if join == waiting:  # the stream is over: pad to the bucket
-                    rows = live + join
-                    carried = min(-(-rows // bucket) * bucket - rows, left)
+                    carried = policy.padding(live + join, left)
                 if carried:
                     keep[s["gone"].nonzero().squeeze(1)[:carried]] = True
-                s = {k: v[keep] for k, v in s.items()}
+                s = s.keep(keep)
                 xa, wrong, grad = xa[keep], wrong[keep], grad[keep]
         if stop_on_success:
             s["prev"] = torch.where(lp.expand_as_batch(wrong, xa), s["prev"], xa)
@@ -202,8 +183,7 @@ def ascend(
         if streaming:
             s["age"] += 1
             if join:
-                new = enter(queued, queued + join)
-                s = {k: torch.cat([v, new[k]]) for k, v in s.items()}
+                s = s.extend(enter(queued, queued + join))
                 queued, join, fresh = queued + join, 0, True
     return Path(x_out, fooled, last_correct, correct_steps)
 

@@ -11,6 +11,7 @@ from ..modes import eval_mode
 from ..tasks import Task
 from ..validation import check_real
 from .base import AttackResult, check_attack_inputs, probe
+from .working_set import WorkingSet
 
 __all__ = ["ddn"]
 
@@ -86,35 +87,30 @@ def ddn(
     clean_correct = None
     # Working set: a sample misclassified at the start has its answer (norm 0) and leaves
     # it after iteration 0; every other sample searches for all the steps.
-    ids = torch.arange(batch, device=x.device)
-    xs, ys = x, y
+    s = WorkingSet(ids=torch.arange(batch, device=x.device), x=x, y=y, eps=eps, cap=cap,
+                   delta=delta)
     with eval_mode(model):
         for k in range(steps + 1):
             final = k == steps
+            ys = s["y"]
             value = None if final else (lambda out, ys=ys: task.loss(out, ys))
-            cur, wrong, grad = probe(model, task, xs + delta, ys, value=value, first=k == 0)
-            length = lp.sample_norm(delta, "l2")
+            cur, wrong, grad = probe(model, task, s["x"] + s["delta"], ys, value=value,
+                                     first=k == 0)
+            ids = s["ids"]
+            length = lp.sample_norm(s["delta"], "l2")
             better = wrong & (length < best_norm[ids])
             best_norm[ids] = torch.where(better, length, best_norm[ids])
-            best[ids] = torch.where(lp.expand_as_batch(better, xs), cur, best[ids])
+            best[ids] = torch.where(lp.expand_as_batch(better, cur), cur, best[ids])
             if k == 0:
                 clean_correct = ~wrong
                 if wrong.any():
                     keep = ~wrong
-                    ids, xs, ys, eps, cap = ids[keep], xs[keep], ys[keep], eps[keep], cap[keep]
-                    delta, grad, wrong = delta[keep], grad[keep], wrong[keep]
-                    if ids.numel() == 0:
+                    s, grad, wrong = s.keep(keep), grad[keep], wrong[keep]
+                    if s.size == 0:
                         break
             if final:
                 break
-            anneal = _ANNEAL_FLOOR + (1 - _ANNEAL_FLOOR) * (1 + math.cos(math.pi * k / steps)) / 2
-            delta = delta + (step_size * anneal) * lp.ascent_direction(grad, "l2")
-            eps = torch.minimum(torch.where(wrong, eps * (1 - gamma), eps * (1 + gamma)), cap)
-            # Rescale onto the sphere of radius eps (up or down, unlike a projection); a
-            # zero delta (zero gradient from the start) stays zero.
-            length = lp.sample_norm(delta, "l2").clamp_min(torch.finfo(x.dtype).tiny)
-            delta = delta * lp.expand_as_batch(eps / length, xs)
-            delta = lp.clip_to_bounds(xs + delta, bounds) - xs
+            _ddn_step(s, grad, wrong, k, steps, step_size, gamma, bounds)
 
         success = torch.isfinite(best_norm)
         if max_norm is not None:
@@ -126,3 +122,21 @@ def ddn(
                 with torch.no_grad():
                     success[idx] = ~task.correct(model(moved), y[idx])
     return AttackResult(best, success, clean_correct)
+
+
+def _ddn_step(s: WorkingSet, grad, wrong, k: int, steps: int, step_size: float,
+              gamma: float, bounds) -> None:
+    """One DDN iteration of the working set ``s`` (in place): an annealed step along the
+    L2 gradient direction, then the radius shrunk by ``gamma`` where the iterate was
+    adversarial and grown where not (never past the box), and the perturbation rescaled
+    onto that sphere and clipped to the bounds."""
+    anneal = _ANNEAL_FLOOR + (1 - _ANNEAL_FLOOR) * (1 + math.cos(math.pi * k / steps)) / 2
+    delta = s["delta"] + (step_size * anneal) * lp.ascent_direction(grad, "l2")
+    eps = torch.minimum(torch.where(wrong, s["eps"] * (1 - gamma), s["eps"] * (1 + gamma)),
+                        s["cap"])
+    # Rescale onto the sphere of radius eps (up or down, unlike a projection); a zero delta
+    # (zero gradient from the start) stays zero.
+    length = lp.sample_norm(delta, "l2").clamp_min(torch.finfo(delta.dtype).tiny)
+    delta = delta * lp.expand_as_batch(eps / length, s["x"])
+    s["delta"] = lp.clip_to_bounds(s["x"] + delta, bounds) - s["x"]
+    s["eps"] = eps

@@ -85,11 +85,11 @@ def _method_name(run_dir) -> str | None:
 
 
 def _two_dimensional(run_dir) -> bool:
-    from ..assemble import make_dataset
+    from ..assemble import dataset_from_config
     from ..runs import read_config
 
     try:
-        return tuple(make_dataset(read_config(run_dir), "test")[0][0].shape) == (2,)
+        return tuple(dataset_from_config(read_config(run_dir), "test")[0][0].shape) == (2,)
     except (FileNotFoundError, ValueError, KeyError, TypeError, PermissionError):
         return False  # no data (or data only the run's own untrusted code can build)
 
