@@ -8,5 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install --quiet --disable-pip-version-check -e '.[test,autoattack,medical]'
+# torchattacks, the peer of the AutoAttack components' cross-checks: without its
+# dependencies, which would replace the installed torch with another build
+python3 -m pip install --quiet --disable-pip-version-check --no-deps 'torchattacks>=3.5'
 python3 -m ruff check src tests benchmarks scripts
 python3 -m pytest "$@"

@@ -1,5 +1,6 @@
 """Attacks: pure functions over ``(model, x, y)`` returning an :class:`AttackResult`."""
 
+from .apgd import apgd, dlr_loss
 from .base import AttackResult
 from .blackbox import spsa
 from .boundary import bpgd
@@ -10,9 +11,11 @@ from .minimal import ddn
 
 __all__ = [
     "AttackResult",
+    "apgd",
     "autoattack",
     "bpgd",
     "ddn",
+    "dlr_loss",
     "kl_attack",
     "kl_divergence",
     "pgd",
