@@ -16,6 +16,8 @@ CONFIG = {
     "eval": {"eps": [0.0, 0.1, 0.3], "steps": 10},
 }
 
+MODEL_CHECKS = ["deterministic", "logits", "gradients", "batch_independent"]
+
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
@@ -41,9 +43,9 @@ def test_spsa_on_a_per_class_subset_checked_against_pgd(run, capsys):
     assert result.n_samples == 4 and result.subset == "first 2 samples of each class"
     assert result.params["steps"] == 5 and result.params["n_samples"] == 64
     assert len(result.indices) == 4 and sorted(result.labels) == [0, 0, 1, 1]
-    assert [c["name"] for c in result.checks] == ["monotone", "unbounded",
+    assert [c["name"] for c in result.checks] == ["monotone", "unbounded", *MODEL_CHECKS,
                                                   "whitebox_vs_blackbox"]
-    assert "pgd-l2-test.json" in result.checks[2]["detail"]
+    assert "pgd-l2-test.json" in result.checks[-1]["detail"]
     assert "5-step SPSA" in out and "sensitivity (class 1)" in out
     assert "check whitebox_vs_blackbox:" in out
 

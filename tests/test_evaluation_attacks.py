@@ -12,10 +12,13 @@ from ima import evaluate, lp
 from ima.attacks import AttackResult, pgd
 from ima.evaluation import EvaluationResult
 from ima.stats import wilson_interval
+from ima.tasks import ClassificationTask
 
 from analytic import linear_problem
 
 LEVELS = [0.05, 0.1, 0.15]
+
+MODEL_CHECKS = ["deterministic", "logits", "gradients", "batch_independent"]
 
 
 def _clear_of(levels, margin, low=0.85, high=1.02):
@@ -94,7 +97,7 @@ def test_minimal_norms_match_the_exact_margins(attack, norm):
     truth = [0.0 if e == 0 else float((margin[3:] > e).sum()) / len(y) for e in result.eps]
     truth[0] = (len(y) - 3) / len(y)
     assert result.accuracy == pytest.approx(truth, abs=1.5 / len(y))
-    assert [c["name"] for c in result.checks] == ["monotone", "unbounded"]
+    assert [c["name"] for c in result.checks] == ["monotone", "unbounded", *MODEL_CHECKS]
     assert result.checks[1]["passed"] is True
 
 
@@ -170,15 +173,15 @@ def test_healthy_evaluations_pass_every_check(problem):
     model, x, y, _ = problem
     data = TensorDataset(x, y)
     white = evaluate(model, data, eps=LEVELS, steps=30, split_name="test")
-    assert [c["name"] for c in white.checks] == ["monotone", "unbounded",
+    assert [c["name"] for c in white.checks] == ["monotone", "unbounded", *MODEL_CHECKS,
                                                  "whitebox_vs_blackbox"]
-    assert [c["passed"] for c in white.checks] == [True, True, None]
-    assert "--attack spsa" in white.checks[2]["detail"]
+    assert [c["passed"] for c in white.checks] == [True, True, True, True, True, True, None]
+    assert "--attack spsa" in white.checks[-1]["detail"]
     black = evaluate(model, data, eps=LEVELS, attack="spsa", per_class=10, steps=40,
                      split_name="test", options={"n_samples": 256},
                      references={"pgd-l2-test.json": white})
-    assert [c["passed"] for c in black.checks] == [True, True, True]
-    assert "pgd-l2-test.json" in black.checks[2]["detail"]
+    assert [c["passed"] for c in black.checks] == [True] * 7
+    assert "pgd-l2-test.json" in black.checks[-1]["detail"]
     assert black.failed_checks() == []
 
 
@@ -253,3 +256,56 @@ def test_gaussian_noise_has_the_stated_size():
         assert float(lp.sample_norm(noise, "l2").mean()) == pytest.approx(0.3, rel=0.01)
     noise = lp.sample_gaussian(torch.zeros(200, 100), 0.1, "linf")
     assert float(noise.std()) == pytest.approx(0.1, rel=0.02)
+
+
+class _Softmax(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return torch.softmax(self.model(x), dim=1)
+
+
+class _Noisy(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x + 0.01 * torch.randn_like(x))
+
+
+class _Rounded(torch.nn.Module):
+    """Rounds its input: a zero gradient almost everywhere (gradient masking)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(torch.round(x * 4) / 4)
+
+
+class _BatchMean(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x - x.mean(dim=0, keepdim=True) + 0.5)
+
+
+@pytest.mark.parametrize(("wrap", "flag"), [(_Softmax, "logits"), (_Noisy, "deterministic"),
+                                            (_Rounded, "gradients"),
+                                            (_BatchMean, "batch_independent")])
+def test_model_checks_flag_gradient_masking(problem, wrap, flag):
+    """AutoAttack's flags: each broken model fails its check and only its check."""
+    from ima.evaluation.sanity import model_checks
+
+    model, x, y, _ = problem
+    task = ClassificationTask()
+    assert all(c["passed"] for c in model_checks(model, x[:40], y[:40], task))
+    checks = {c["name"]: c for c in model_checks(wrap(model), x[:40], y[:40], task)}
+    assert checks[flag]["passed"] is False
+    assert all(c["passed"] is not False for name, c in checks.items() if name != flag), checks

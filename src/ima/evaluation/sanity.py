@@ -17,6 +17,8 @@ Uesato et al. 2018), kept cheap:
 * ``whitebox_vs_blackbox``: the white-box result (PGD, AutoAttack) is at least as strong as
   a black-box or random-noise result (SPSA, white noise) of the same run, norm and split,
   on the samples and levels they share.
+* the model checks of :func:`model_checks` (AutoAttack's flags for gradient masking):
+  ``deterministic``, ``logits``, ``gradients``, ``batch_independent``.
 
 "Sampling noise" is 2 binomial standard deviations (:func:`ima.stats.binomial_std`) of
 the accuracies compared, on the number of samples compared.
@@ -41,6 +43,7 @@ __all__ = [
     "compare_attacks",
     "cross_checks",
     "farthest_eps",
+    "model_checks",
     "monotone",
     "record",
     "run_checks",
@@ -162,11 +165,72 @@ def compare_attacks(strong, weak, *, label_strong: str = "", label_weak: str = "
     return record(name, rise <= allow, detail)
 
 
+#: Samples the model checks run alone to compare with their rows of a whole batch.
+ALONE = 8
+#: Fraction of samples with an exactly zero input gradient that flags gradient masking.
+ZERO_GRADIENTS = 0.1
+
+
+def model_checks(model, x: torch.Tensor, y: torch.Tensor, task) -> list[dict]:
+    """The gradient-masking flags of AutoAttack's own checks (Croce and Hein 2020), on
+    the first samples (model in eval mode):
+
+    * ``deterministic``: the same input twice gives the same output (else the model is
+      randomised: evaluate it with expectation over transformation, AutoAttack's
+      ``rand`` version, and distrust single-run attacks);
+    * ``logits``: the outputs are not probabilities (rows in [0, 1] summing to 1 over the
+      classes): attacks' losses need logits;
+    * ``gradients``: at most a tenth of the samples have an exactly zero input gradient of
+      the loss (else gradients are masked and white-box attacks fail silently);
+    * ``batch_independent``: a sample's output does not depend on the other samples of
+      its batch (it would, e.g., with batch norm in training mode).
+    """
+    with torch.no_grad():
+        first, second = model(x), model(x)
+        alone = torch.cat([model(x[i : i + 1]) for i in range(min(ALONE, len(x)))])
+    out = []
+    gap = float((first - second).abs().max())
+    deterministic = gap <= 1e-5 * (1 + float(first.abs().max()))
+    out.append(record("deterministic", deterministic,
+                      f"two passes over the same {len(x)} inputs differ by at most {gap:.3g}"
+                      + ("" if gap == 0 else "; a randomised model needs expectation over "
+                         "transformation (AutoAttack's rand version)")))
+    sums = first.sum(dim=1)
+    probabilities = bool(((first >= 0) & (first <= 1)).all()) and bool(
+        torch.allclose(sums, torch.ones_like(sums), atol=1e-4))
+    out.append(record("logits", not probabilities,
+                      "outputs are probabilities (in [0, 1], summing to 1): remove the "
+                      "softmax, attacks need logits" if probabilities
+                      else "outputs are not probabilities"))
+    point = x.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        grad = torch.autograd.grad(task.loss(model(point), y).sum(), point)[0]
+    zero = int((grad.flatten(1).abs().amax(dim=1) == 0).sum())
+    out.append(record("gradients", zero <= ZERO_GRADIENTS * len(x),
+                      f"{zero} of {len(x)} samples have an exactly zero input gradient"
+                      + ("; gradient masking: check with a black-box attack (SPSA)"
+                         if zero > ZERO_GRADIENTS * len(x) else "")))
+    gap = float((alone - first[: len(alone)]).abs().max())
+    if not deterministic:
+        out.append(record("batch_independent", None, "not checked: the model is randomised"))
+    else:
+        out.append(record("batch_independent", gap <= 1e-4 * (1 + float(first.abs().max())),
+                          f"{len(alone)} samples alone and in their batch differ by at most "
+                          f"{gap:.3g}"))
+    return out
+
+
 def run_checks(attack, model, setting, levels, kept, robust, radii) -> list[dict]:
-    """The monotone and unbounded checks of one evaluation (model in eval mode):
-    ``kept`` the first samples' batches, ``robust`` (levels, n) the result's masks."""
+    """The monotone and unbounded checks of one evaluation, then the model checks (model
+    in eval mode): ``kept`` the first samples' batches, ``robust`` (levels, n) the
+    result's masks."""
     x = torch.cat([c[0] for c in kept])
     y = torch.cat([c[1] for c in kept])
+    return _attack_checks(attack, model, setting, levels, x, y, robust, radii) + \
+        model_checks(model, x, y, setting.task)
+
+
+def _attack_checks(attack, model, setting, levels, x, y, robust, radii) -> list[dict]:
     sub = robust[:, : len(y)]
     out = []
     if attack.minimal:
