@@ -41,7 +41,7 @@ def test_parse_yaml_reads_scientific_notation_as_float(text, want):
 
 
 @pytest.mark.parametrize("text, want", [
-    ("100", 100), ("-7", -7), ("1_000", 1000), ("1e", "1e"), ("e5", "e5"), ("1e-", "1e-"),
+    ("100", 100), ("-7", -7), ("1_000", "1_000"), ("1e", "1e"), ("e5", "e5"), ("1e-", "1e-"),
     ("1e3x", "1e3x"), ('"1e-3"', "1e-3"), ("'2e4'", "2e4"), ("abc", "abc"),
 ])
 def test_parse_yaml_keeps_ints_and_strings(text, want):
@@ -136,3 +136,19 @@ def test_run_folder_config_is_read_with_the_same_loader(tmp_path):
     (tmp_path / "config.yaml").write_text(BASE + "optim:\n  lr: 0.1\n  lr: 0.2\n")
     with pytest.raises(ValueError, match=r"duplicate key 'lr' at line 9"):
         read_config(tmp_path)
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("010", 10), ("0o10", 8), ("0x1F", 31), ("1:20", "1:20"), ("0b11", "0b11"),
+    ("yes", "yes"), ("on", "on"), ("true", True), ("False", False),
+])
+def test_numbers_and_booleans_follow_yaml_1_2(text, value):
+    """YAML 1.1 (PyYAML's default) reads 010 as 8, 1:20 as 80 and yes as true."""
+    assert cfg.parse_yaml(f"a: {text}", "test") == {"a": value}
+
+
+def test_a_yaml_1_1_boolean_word_is_refused_where_a_boolean_is_needed(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("data: {name: moons}\nmodel: {name: moons_mlp}\ntrain: {compile: yes}\n")
+    with pytest.raises(TypeError, match="train.compile must be true or false"):
+        cfg.load_config(path)

@@ -69,6 +69,37 @@ def test_overwrite_removes_only_what_ima_wrote(finished, tmp_path):
     assert not (run / "checkpoints" / "epoch-002.pt").exists()
 
 
+def test_overwrite_never_follows_links_nor_deletes_files_named_like_ima_files(finished,
+                                                                              tmp_path):
+    run = _copy(finished, tmp_path)
+    outside, outside2 = tmp_path / "outside", tmp_path / "outside2"
+    outside.mkdir()
+    outside2.mkdir()
+    (outside / "precious.json").write_text('{"mine": 1}')
+    (outside2 / "a.png").write_text("png")
+    import shutil
+
+    shutil.rmtree(run / "eval", ignore_errors=True)
+    (run / "eval").symlink_to(outside)
+    (run / "figures").symlink_to(outside2)
+    (run / "notes.json").symlink_to(outside / "precious.json")
+    train(tiny_config(epochs=1), run, overwrite=True, progress=False)
+    assert (outside / "precious.json").read_text() == '{"mine": 1}'
+    assert (outside2 / "a.png").read_text() == "png"
+    assert load_run(run).epoch == 1
+    # files in ima's folders with names ima could have used but did not write
+    run2 = _copy(finished, tmp_path, "run2")
+    for folder in ("eval", "figures", "export"):
+        (run2 / folder).mkdir(exist_ok=True)
+    (run2 / "eval" / "my-notes.json").write_text("{}")
+    (run2 / "figures" / "my-diagram.png").write_text("x")
+    (run2 / "export" / "model-epoch-mine.txt").write_text("y")
+    train(tiny_config(epochs=1), run2, overwrite=True, progress=False)
+    assert (run2 / "eval" / "my-notes.json").read_text() == "{}"
+    assert (run2 / "figures" / "my-diagram.png").read_text() == "x"
+    assert (run2 / "export" / "model-epoch-mine.txt").read_text() == "y"
+
+
 def test_overwrite_fails_at_the_first_step_before_deleting_anything(finished, tmp_path):
     # digits images into the Moons MLP: only the first forward pass can tell
     run = _copy(finished, tmp_path)
@@ -499,3 +530,86 @@ def test_evaluate_run_resumes_a_killed_evaluation_of_a_run_folder(finished, tmp_
     assert result.robust == whole.robust and path.name == "pgd-l2-test.json"
     assert result.epoch == 2 and result.checkpoint == "latest"
     assert list((run / "eval").glob(".partial-*.pt")) == []
+
+
+def test_a_resumed_evaluation_never_mixes_precisions(finished, tmp_path, monkeypatch):
+    from ima.evaluation import attacks, evaluate_run
+
+    run = _copy(finished, tmp_path)
+    settings = dict(eps=[0.0, 0.1], max_samples=64, steps=3, batch_size=16, checks=False)
+    monkeypatch.setattr("ima.evaluation.inputs.POOL_BATCHES", 1)
+    real, seen = attacks.PGDAttack.attack, []
+
+    def killed(self, *args):
+        if len(seen) == 2:
+            raise KeyboardInterrupt("killed")
+        seen.append(1)
+        return real(self, *args)
+
+    monkeypatch.setattr(attacks.PGDAttack, "attack", killed)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_run(run, **settings)
+    calls = []
+    monkeypatch.setattr(attacks.PGDAttack, "attack",
+                        lambda self, *a: calls.append(1) or real(self, *a))
+    evaluate_run(run, precision="bf16", **settings)
+    assert len(calls) == 4  # every batch again: the fp32 batches are not reused
+
+
+def test_select_reuses_only_results_of_the_same_precision(finished, tmp_path, capsys):
+    run = _copy(finished, tmp_path)
+    assert _cli("evaluate", run, "--epoch", "1", "--precision", "bf16", "--eps", "0,0.1",
+                "--steps", "2", "--no-checks", "--no-progress") == 0
+    from ima.analysis import evaluate_checkpoints
+
+    results = evaluate_checkpoints(run, eps=[0.0, 0.1], steps=2)
+    assert results[1].params.get("precision", "fp32") == "fp32"
+
+
+def test_more_empty_values_are_errors(finished, capsys):
+    for argv in (["plot", "curves", finished, "--out", ""],
+                 ["train", "--resume", ""], ["train", "--config", "", "--out", "x"]):
+        with pytest.raises(SystemExit) as exc:
+            _cli(*argv)
+        assert exc.value.code == 2 and "empty" in capsys.readouterr().err, argv
+
+
+def test_steps_for_an_attack_without_iterations_is_an_error(finished, capsys):
+    assert _cli("evaluate", finished, "--attack", "uniform-noise", "--steps", "999",
+                "--no-progress") == 1
+    assert "has no iterations" in capsys.readouterr().err
+
+
+def test_config_refuses_eval_settings_that_would_fail_later():
+    from ima.config import resolve_config
+
+    base = {"data": {"name": "moons"}, "model": {"name": "moons_mlp"}}
+    for bad, named in (({"attack": "bogus"}, "eval.attack"), ({"split": None}, "eval.split"),
+                       ({"eps": []}, "eval.eps")):
+        with pytest.raises(ValueError, match=named):
+            resolve_config({**base, "eval": bad})
+
+
+def test_a_module_in_the_current_folder_never_shadows_an_installed_one(finished, tmp_path,
+                                                                        monkeypatch):
+    import subprocess
+    import sys
+
+    marker = tmp_path / "shadowed"
+    (tmp_path / "matplotlib.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    # the console script (``python -m`` puts the current folder first by itself)
+    script = Path(sys.executable).parent / "ima"
+    if not script.is_file():
+        pytest.skip("no ima console script beside this Python")
+    done = subprocess.run([str(script), "plot", "curves", str(finished),
+                           "--out", str(tmp_path / "c")], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert not marker.exists()
+
+
+def test_the_same_folder_twice_gets_two_labels(finished):
+    from ima.reporting.tables import unique_labels
+
+    labels = unique_labels([finished, finished])
+    assert len(set(labels)) == 2 and not any(label.startswith("//") for label in labels)

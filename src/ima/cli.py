@@ -227,6 +227,10 @@ def _report(args) -> int:
 def _train(args) -> int:
     from .training import train
 
+    for flag, value in (("--resume", args.resume), ("--out", args.out),
+                        ("--init-from", args.init_from), ("--config", args.config)):
+        if isinstance(value, str) and not value.strip():
+            raise UsageError(f"{flag} must name a path, got an empty value")
     out = args.resume if isinstance(args.resume, str) else args.out
     if out is None:
         raise UsageError("ima train needs --out RUN_DIR (or --resume RUN_DIR)")
@@ -348,7 +352,9 @@ def _add_analysis_commands(commands) -> None:
 
 
 def _figure_out(args, name: str):
-    if args.out:
+    if args.out is not None:
+        if not args.out.strip():
+            raise UsageError("--out must name a file, got an empty value")
         return Path(args.out)
     dirs = getattr(args, "run_dirs", None) or [args.run_dir]
     return Path(dirs[0]) / "figures" / name if len(dirs) == 1 else Path(name)
@@ -499,10 +505,12 @@ class UsageError(Exception):
 
 
 def main(argv: list[str] | None = None) -> int:
-    # User factories ("my_module:build") are imported by name; like `python -m`, let the
-    # current folder hold them (a console script's sys.path starts at its own bin folder).
+    # User factories ("my_module:build") are imported by name; let the current folder
+    # hold them (a console script's sys.path starts at its own bin folder). Appended, not
+    # prepended: a file in the current folder (a run folder someone sent, say) must never
+    # shadow an installed module that ima imports (matplotlib.py, torch.py...).
     if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())
+        sys.path.append(os.getcwd())
     parser = build_parser()
     args = parser.parse_args(argv)
     # Per-epoch log lines are the progress report when there is no progress bar; beside a

@@ -86,9 +86,10 @@ SCHEDULES = ("none", "step", "cosine", "poly")
 class _ConfigLoader(yaml.SafeLoader):
     """PyYAML's safe loader with two fixes for hand-written configs.
 
-    * Plain scientific notation is a float: ``1e-3``, ``5E+2``, ``-2e4``, ``1.5e3``
-      (YAML 1.2; PyYAML follows YAML 1.1, which reads them as strings because it wants a
-      dot and a signed exponent, ``1.0e-3``). Integers stay integers and ``1e`` a string.
+    * Booleans and numbers follow YAML 1.2's core schema: plain scientific notation is a
+      float (``1e-3``, ``5E+2``; YAML 1.1 wants ``1.0e-3``), ``010`` is ten (not octal
+      8), ``1:20``, ``1_0`` and ``0b11`` are strings, ``yes``/``on`` are strings (only
+      ``true``/``false`` are booleans), ``0o17`` and ``0x1F`` are octal and hexadecimal.
     * A key given twice in one mapping, at any depth, is an error (PyYAML keeps the last
       one silently, so a forgotten earlier line would win or lose unseen).
     """
@@ -117,11 +118,38 @@ class _ConfigLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+# YAML 1.2's core schema for booleans and numbers in place of PyYAML's YAML 1.1 rules,
+# which read 010 as 8 (octal), 1:20 as 80 (base 60), 1_0 as 10 and yes/on as true, while
+# refusing 1e-3 as a float: a config value means what it reads as.
+_TAG = "tag:yaml.org,2002:"
+_ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers
+            if tag not in (_TAG + "bool", _TAG + "int", _TAG + "float")]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
 _ConfigLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$"),
-    list("-+0123456789."),
-)
+    _TAG + "bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+_ConfigLoader.add_implicit_resolver(
+    _TAG + "int", re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"),
+    list("-+0123456789"))
+_ConfigLoader.add_implicit_resolver(
+    _TAG + "float",
+    re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+               r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."))
+
+
+def _core_int(loader, node) -> int:
+    """A YAML 1.2 integer: decimal (leading zeros allowed), 0o octal or 0x hexadecimal."""
+    text = loader.construct_scalar(node)
+    if text.startswith("0o"):
+        return int(text[2:], 8)
+    if text.startswith("0x"):
+        return int(text[2:], 16)
+    return int(text, 10)
+
+
+_ConfigLoader.add_constructor(_TAG + "int", _core_int)
 
 
 def _one_line(err: yaml.YAMLError) -> str:
@@ -310,6 +338,12 @@ def resolve_config(raw: dict) -> dict:
     evals = _fixed("eval", sections["eval"])
     check_norm(evals["norm"])
     evals["eps"] = _eps_list(evals["eps"])
+    if not evals["eps"]:
+        raise ValueError("eval.eps must hold at least one noise level, got an empty list")
+    from .evaluation.attacks import EVALUATION_ATTACKS  # here: evaluation imports config
+
+    check_choice("eval.attack", evals["attack"], tuple(EVALUATION_ATTACKS))
+    check_choice("eval.split", evals["split"], ("train", "val", "test"))
     check_int("eval.steps", evals["steps"], low=1)
     if evals["max_samples"] is not None:
         check_int("eval.max_samples", evals["max_samples"], low=1)

@@ -16,6 +16,7 @@ import csv
 import json
 import logging
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,18 +50,20 @@ LATEST = "checkpoint.pt"
 #: Set to 1 to let ima import the code a run folder's config names (``--trust-code``).
 TRUST_CODE_ENV = "IMA_TRUST_CODE"
 
-#: What ima writes into a run folder (glob patterns relative to it); ``--overwrite``
-#: removes these and nothing else. Temporary files of interrupted atomic writes are
-#: ``.<name>.<random>.tmp`` beside their target.
-WRITTEN = (
-    MARKER_FILE, CONFIG_FILE, METRICS_FILE, LATEST, ".*.tmp",
-    "checkpoints/epoch-*.pt", "checkpoints/.*.tmp",
-    "eval/*.json", "eval/select-*.md", "eval/select-*.csv", "eval/.*.tmp",
-    "eval/.partial-*.pt",
-    "eval/checkpoints/epoch-*.json", "eval/checkpoints/.*.tmp",
-    "figures/*.png", "figures/*.pdf", "figures/.*.tmp",
-    "export/model-epoch-*", "export/.*.tmp",
-)
+#: What ima writes into a run folder, as regular expressions of paths relative to it
+#: (exact names; results under ``eval/`` are also recognised by their content, see
+#: :func:`_written`); ``--overwrite`` removes these and nothing else. Temporary files of
+#: interrupted atomic writes are ``.<name>.<random>.tmp`` beside their target.
+WRITTEN = tuple(re.compile(p) for p in (
+    r"\.ima-run", r"config\.yaml", r"metrics\.csv", r"checkpoint\.pt",
+    r"checkpoints/epoch-\d{3,}\.pt",
+    r"eval/[a-z0-9-]+\.json", r"eval/\.partial-[0-9a-f]+(-rank\d+)?\.pt",
+    r"eval/select-(train|val|test)(\.md|\.csv|-epochs\.csv)",
+    r"eval/checkpoints/epoch-\d{3,}-pgd-(l2|linf)-(train|val|test)\.json",
+    r"figures/(boundary|margins|curves|noise|samples)\.(png|pdf)",
+    r"export/model-epoch-\d{3,}\.(pt|onnx|onnx\.data|pt2)",
+    r"((checkpoints|eval|eval/checkpoints|figures|export)/)?\..+\.tmp",
+))
 _FOLDERS = ("checkpoints", "eval/checkpoints", "eval", "figures", "export")
 
 
@@ -141,16 +144,51 @@ def _check_writable_place(run_dir: Path) -> None:
             return
 
 
+def _written(run_dir: Path) -> list[Path]:
+    """The files in the run folder that ima wrote: regular files (no links) in the folder
+    itself or in its real (not linked) subfolders of :data:`_FOLDERS`, whose relative
+    path matches :data:`WRITTEN`; a JSON file under ``eval/`` only if it is an ima
+    result."""
+    from .evaluation.results import EvaluationResult
+
+    folders = [run_dir] + [run_dir / f for f in _FOLDERS
+                           if (run_dir / f).is_dir() and not _linked(run_dir, f)]
+    found = []
+    for folder in folders:
+        for path in folder.iterdir():
+            rel = path.relative_to(run_dir).as_posix()
+            if path.is_symlink() or not path.is_file():
+                continue
+            if not any(p.fullmatch(rel) for p in WRITTEN):
+                continue
+            if rel.endswith(".json") and rel.startswith("eval/"):
+                try:
+                    EvaluationResult.load(path)
+                except (ValueError, TypeError, OSError):
+                    continue
+            found.append(path)
+    return found
+
+
+def _linked(run_dir: Path, folder: str) -> bool:
+    """Whether ``folder`` (relative) or one of the folders on its way is a link."""
+    path = run_dir
+    for part in Path(folder).parts:
+        path = path / part
+        if path.is_symlink():
+            return True
+    return False
+
+
 def _remove_written(run_dir: Path) -> None:
-    for pattern in WRITTEN:
-        for path in run_dir.glob(pattern):
-            if path.is_file() or path.is_symlink():
-                path.unlink()
+    for path in _written(run_dir):
+        path.unlink()
     for folder in _FOLDERS:
         path = run_dir / folder
-        if path.is_dir() and not any(path.iterdir()):
+        if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
             path.rmdir()
-    kept = sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file())
+    kept = sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*")
+                  if p.is_file() or p.is_symlink())
     if kept:
         logger.warning("--overwrite kept %d file(s) in %s that ima did not write: %s",
                        len(kept), run_dir, ", ".join(kept[:10]))
@@ -161,7 +199,10 @@ def remove_stale_temporaries(run_dir) -> list[Path]:
     (``.checkpoint.pt.*.tmp`` and the like) in the run folder and ``checkpoints/``; the
     files they were to replace are intact (writes are atomic). Returns what was removed."""
     run_dir = Path(run_dir)
-    stale = [*run_dir.glob(".*.tmp"), *run_dir.glob("checkpoints/.*.tmp")]
+    stale = [p for p in run_dir.glob(".*.tmp") if p.is_file() and not p.is_symlink()]
+    if (run_dir / "checkpoints").is_dir() and not _linked(run_dir, "checkpoints"):
+        stale += [p for p in run_dir.glob("checkpoints/.*.tmp")
+                  if p.is_file() and not p.is_symlink()]
     for path in stale:
         path.unlink(missing_ok=True)
     if stale:

@@ -165,7 +165,7 @@ def evaluate_checkpoints(
                     max_samples=max_samples, seed=seed)
     out = {}
     for epoch in epochs:
-        old = _stored(run_dir, epoch, settings) if reuse else None
+        old = _stored(run_dir, epoch, settings, e["precision"]) if reuse else None
         if old is not None:
             logger.info("epoch %d: reusing a stored result", epoch)
             out[epoch] = old
@@ -175,15 +175,17 @@ def evaluate_checkpoints(
     return out
 
 
-def _stored(run_dir: Path, epoch: int, settings: dict) -> EvaluationResult | None:
-    """A stored result of this checkpoint and these settings, if any."""
+def _stored(run_dir: Path, epoch: int, settings: dict,
+            precision: str) -> EvaluationResult | None:
+    """A stored result of this checkpoint, these settings and this precision, if any."""
     name = f"pgd-{settings['norm']}-{settings['split']}-epoch-{epoch:03d}"
     for path in sorted((run_dir / "eval").glob(f"{name}*.json")):
         try:
             result = EvaluationResult.load(path)
         except (ValueError, TypeError):
             continue
-        if result.epoch == epoch and _same_settings(result, **settings):
+        if (result.epoch == epoch and _same_settings(result, **settings)
+                and result.params.get("precision", "fp32") == precision):
             return result
     return None
 

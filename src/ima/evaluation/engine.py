@@ -164,7 +164,7 @@ def _plan(*, attack, norm, steps, losses, task, random_start, bounds, eps, batch
     if steps is None:
         steps = chosen.default_steps
     elif chosen.default_steps is None:
-        steps = None  # an attack without iterations (white noise) ignores steps
+        raise ValueError(f"attack {attack!r} has no iterations: steps does not apply")
     if steps is not None:
         check_int("steps", steps, low=1)
     check_int("batch_size", batch_size, low=1)

@@ -10,6 +10,8 @@ import hashlib
 import logging
 from pathlib import Path
 
+from ..tasks import SegmentationTask
+from .attacks import evaluation_attack
 from .engine import evaluate
 from .results import EvaluationResult, save_result
 
@@ -74,18 +76,22 @@ def evaluate_run(
                      channels_last=_given(channels_last, e["channels_last"]),
                      compile=_given(compile, e["compile"]), device=where)
     attack = _given(attack, e["attack"])
-    if per_class is None and attack == "spsa" and max_samples is None:
+    classification = not isinstance(run.method.task, SegmentationTask)
+    if per_class is None and attack == "spsa" and max_samples is None and classification:
         per_class = SPSA_PER_CLASS
     split = _given(split, e["split"])
     settings = dict(
         eps=_given(eps, e["eps"]), norm=_given(norm, e["norm"]), attack=attack,
-        steps=_given(steps, e["steps"] if attack == e["attack"] else None),
+        steps=_given(steps, e["steps"] if attack == e["attack"]
+                     and evaluation_attack(attack).default_steps is not None else None),
         split_name=split,
         max_samples=_given(max_samples, None if per_class else e["max_samples"]),
         per_class=per_class, options=options,
         batch_size=_given(batch_size, run.config["data"]["eval_batch_size"]), seed=seed,
     )
-    partial = _partial_path(run.dir, run.epoch, settings, ctx) if resume else None
+    speed = {k: getattr(net, k, None) for k in ("precision", "channels_last")}
+    speed["compile"] = _given(compile, e["compile"])
+    partial = _partial_path(run.dir, run.epoch, {**settings, **speed}, ctx) if resume else None
     active = ctx if ctx is not None and ctx.active else None
     result = evaluate(net, run.dataset(split), task=run.method.task, progress=progress,
                       checks=checks, check_samples=check_samples,

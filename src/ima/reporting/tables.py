@@ -104,6 +104,10 @@ def unique_labels(run_dirs) -> list[str]:
             label = own[-k:]
             if all(other[-k:] != label for j, other in enumerate(parts) if j != i):
                 break
+        else:  # the same folder given twice: its path, numbered
+            label = (str(Path(*own)), f"({parts[:i].count(own) + 1})")
+            labels.append(" ".join(label))
+            continue
         labels.append("/".join(label))
     return labels
 
