@@ -84,21 +84,6 @@ def test_bad_inputs():
         apgd(model, x, y, eps=0.1, loss="ce", target=y)
 
 
-@pytest.fixture(scope="module")
-def digits_model(tmp_path_factory):
-    import ima
-
-    run = ima.train({"data": {"name": "digits"}, "model": {"name": "digits_cnn"},
-                     "method": {"name": "ce"}, "train": {"epochs": 10, "threads": 1}},
-                    tmp_path_factory.mktemp("apgd") / "digits", progress=False)
-    test = run.dataset("test")
-    x = torch.stack([test[i][0] for i in range(len(test))])
-    y = torch.tensor([int(test[i][1]) for i in range(len(test))])
-    with torch.no_grad():
-        ok = run.model(x).argmax(1) == y
-    return run.model.eval(), x[ok], y[ok]
-
-
 @pytest.mark.parametrize(("norm", "eps", "loss"), [("l2", 0.5, "ce"), ("linf", 0.1, "dlr")])
 def test_apgd_is_as_strong_as_torchattacks_apgd(digits_model, norm, eps, loss):
     """Peer check: the authors' algorithm as torchattacks implements it, same settings (100

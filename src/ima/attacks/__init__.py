@@ -8,6 +8,7 @@ from .divergence import kl_attack, kl_divergence
 from .external import autoattack
 from .gradient import pgd
 from .minimal import ddn
+from .square import square
 
 __all__ = [
     "AttackResult",
@@ -20,4 +21,5 @@ __all__ = [
     "kl_divergence",
     "pgd",
     "spsa",
+    "square",
 ]
