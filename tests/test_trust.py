@@ -505,14 +505,16 @@ def test_foreign_result_json_loads_with_a_clear_error(tmp_path):
         EvaluationResult.load(path)
 
 
-def test_evaluate_run_resumes_a_killed_evaluation_of_a_run_folder(finished, tmp_path,
-                                                                   monkeypatch):
+_RESUME_SETTINGS = dict(eps=[0.0, 0.1], max_samples=64, steps=3, batch_size=16,
+                        checks=False)
+
+
+def _killed_evaluation(run, monkeypatch):
+    """Run evaluate_run on ``run`` (4 batches of 16, one per pool) and kill it at the
+    third batch; return the real PGD attack method."""
     from ima.evaluation import attacks, evaluate_run
 
-    run = _copy(finished, tmp_path)
-    settings = dict(eps=[0.0, 0.1], max_samples=64, steps=3, batch_size=16, checks=False)
     monkeypatch.setattr("ima.evaluation.inputs.POOL_BATCHES", 1)
-    whole, _ = evaluate_run(run, save=False, **settings)
     real, seen = attacks.PGDAttack.attack, []
 
     def killed(self, *args):
@@ -523,10 +525,20 @@ def test_evaluate_run_resumes_a_killed_evaluation_of_a_run_folder(finished, tmp_
 
     monkeypatch.setattr(attacks.PGDAttack, "attack", killed)
     with pytest.raises(KeyboardInterrupt):
-        evaluate_run(run, **settings)
-    assert len(list((run / "eval").glob(".partial-*.pt"))) == 1
+        evaluate_run(run, **_RESUME_SETTINGS)
     monkeypatch.setattr(attacks.PGDAttack, "attack", real)
-    result, path = evaluate_run(run, **settings)
+    return real
+
+
+def test_evaluate_run_resumes_a_killed_evaluation_of_a_run_folder(finished, tmp_path,
+                                                                   monkeypatch):
+    from ima.evaluation import evaluate_run
+
+    run = _copy(finished, tmp_path)
+    whole, _ = evaluate_run(run, save=False, **_RESUME_SETTINGS)
+    _killed_evaluation(run, monkeypatch)
+    assert len(list((run / "eval").glob(".partial-*.pt"))) == 1
+    result, path = evaluate_run(run, **_RESUME_SETTINGS)
     assert result.robust == whole.robust and path.name == "pgd-l2-test.json"
     assert result.epoch == 2 and result.checkpoint == "latest"
     assert list((run / "eval").glob(".partial-*.pt")) == []
@@ -536,23 +548,11 @@ def test_a_resumed_evaluation_never_mixes_precisions(finished, tmp_path, monkeyp
     from ima.evaluation import attacks, evaluate_run
 
     run = _copy(finished, tmp_path)
-    settings = dict(eps=[0.0, 0.1], max_samples=64, steps=3, batch_size=16, checks=False)
-    monkeypatch.setattr("ima.evaluation.inputs.POOL_BATCHES", 1)
-    real, seen = attacks.PGDAttack.attack, []
-
-    def killed(self, *args):
-        if len(seen) == 2:
-            raise KeyboardInterrupt("killed")
-        seen.append(1)
-        return real(self, *args)
-
-    monkeypatch.setattr(attacks.PGDAttack, "attack", killed)
-    with pytest.raises(KeyboardInterrupt):
-        evaluate_run(run, **settings)
+    real = _killed_evaluation(run, monkeypatch)
     calls = []
     monkeypatch.setattr(attacks.PGDAttack, "attack",
                         lambda self, *a: calls.append(1) or real(self, *a))
-    evaluate_run(run, precision="bf16", **settings)
+    evaluate_run(run, precision="bf16", **_RESUME_SETTINGS)
     assert len(calls) == 4  # every batch again: the fp32 batches are not reused
 
 
