@@ -9,7 +9,7 @@ from .. import lp
 from ..modes import eval_mode
 from ..tasks import ClassificationTask, Task
 from ..validation import check_choice, check_int, check_real
-from .base import AttackResult, check_attack_inputs
+from .base import AttackResult, check_attack_inputs, probe
 from .working_set import WorkingSet
 
 __all__ = ["apgd", "dlr_loss"]
@@ -103,17 +103,16 @@ def apgd(
 
 def _value(model, s: WorkingSet, loss: str, first: bool, task: Task):
     """Loss (B,), misclassified (B,) and gradient at the working set's iterates."""
-    point = s["cur"].detach().requires_grad_(True)
-    out = model(point)
-    if first:
-        task.check_target(out, s["y"])
+    yc, target = s["y"], s.get("t")
     if loss == "ce":
-        value = torch.nn.functional.cross_entropy(out, s["y"], reduction="none")
+        def value(out):
+            return task.loss(out, yc, "ce")
     else:
-        value = dlr_loss(out, s["y"], s.get("t"))
-    grad = torch.autograd.grad(value.sum(), point)[0]
-    wrong = out.detach().argmax(dim=1) != s["y"]
-    return value.detach(), wrong, grad
+        def value(out):
+            return dlr_loss(out, yc, target)
+    _, wrong, grad, values = probe(model, task, s["cur"], yc, value=value, first=first,
+                                   values=True)
+    return values, wrong, grad
 
 
 def _run(model, task, s: WorkingSet, steps, norm, loss, bounds, rho, momentum, out_x,

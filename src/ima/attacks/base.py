@@ -98,17 +98,21 @@ def clean_pass(model, task: Task, x: torch.Tensor, y: torch.Tensor,
 
 
 def probe(model, task: Task, point: torch.Tensor, y: torch.Tensor, *, value=None,
-          first: bool = False):
+          first: bool = False, values: bool = False):
     """One forward pass at ``point`` serving both what an attack iteration needs: which
     samples the model misclassifies there, and (when ``value`` is given: a function of the
     output giving per-sample values to ascend) the gradient of their sum with respect to
     ``point``. ``first``: also check the targets against the output. Returns
-    ``(point detached, wrong, gradient or None)``."""
+    ``(point detached, wrong, gradient or None)``, and with ``values`` also the per-sample
+    values (detached) as a fourth element."""
     point = point.detach().requires_grad_(value is not None)
     with torch.set_grad_enabled(value is not None):
         out = model(point)
         if first:
             task.check_target(out, y)
         wrong = ~task.correct(out.detach(), y)
-        grad = None if value is None else torch.autograd.grad(value(out).sum(), point)[0]
+        ascended = None if value is None else value(out)
+        grad = None if value is None else torch.autograd.grad(ascended.sum(), point)[0]
+    if values:
+        return point.detach(), wrong, grad, None if ascended is None else ascended.detach()
     return point.detach(), wrong, grad

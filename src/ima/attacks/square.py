@@ -27,12 +27,6 @@ def square_fraction(p_init: float, query: int, queries: int) -> float:
     return p_init / 2 ** sum(scaled > h for h in _HALVINGS)
 
 
-def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``z_y - max_{j != y} z_j`` (B,): the Square attack's loss, to minimise."""
-    others = logits.scatter(1, y[:, None], float("-inf")).amax(dim=1)
-    return logits.gather(1, y[:, None])[:, 0] - others
-
-
 def square(
     model: torch.nn.Module,
     x: torch.Tensor,
@@ -50,9 +44,10 @@ def square(
 
     x: images (B, C, H, W). Start: vertical stripes, each column of each channel at
     ``+-eps``. Each query changes, per sample, one random ``s x s`` window to a random
-    corner (``+-eps`` per channel) and keeps the change if the margin loss
-    (:func:`margin`) falls; ``s`` follows the fraction ``p`` of :func:`square_fraction`
-    (``p_init`` 0.8 as AutoAttack's, halved on the authors' schedule). A sample leaves the
+    corner (``+-eps`` per channel) and keeps the change if the margin loss (the task's
+    ``"margin"``, ``max_{j != y} z_j - z_y``) rises; ``s`` follows the fraction ``p`` of
+    :func:`square_fraction` (``p_init`` 0.8 as AutoAttack's, halved on the authors'
+    schedule). A sample leaves the
     working set once misclassified (``success``: its first misclassified point); at most
     ``queries`` forward passes per sample. Departure from the authors' code: a window
     that would not change the image takes the opposite corner instead of being drawn
@@ -77,7 +72,7 @@ def square(
         task.check_target(out, y)
         fooled = ~task.correct(out, y)
         s = WorkingSet(ids=torch.arange(b, device=x.device), x0=x, y=y, eps=eps4, best=best,
-                       loss=margin(out, y)).keep(~fooled)
+                       loss=task.loss(out, y, "margin")).keep(~fooled)
         for query in range(1, queries):
             if s.size == 0:
                 break
@@ -93,7 +88,7 @@ def _signs(shape, like: torch.Tensor) -> torch.Tensor:
 
 def _query(model, task, s: WorkingSet, side: int, bounds, best, fooled) -> WorkingSet:
     """One query per sample of ``s``: a random window moved to a random corner, kept when
-    the margin falls; fooled samples are written to ``best``/``fooled`` and leave."""
+    the margin loss rises; fooled samples are written to ``best``/``fooled`` and leave."""
     n, _, h, w = s["x0"].shape
     top = torch.randint(0, h - side + 1, (n, 1, 1, 1), device=s["x0"].device)
     left = torch.randint(0, w - side + 1, (n, 1, 1, 1), device=s["x0"].device)
@@ -108,8 +103,8 @@ def _query(model, task, s: WorkingSet, side: int, bounds, best, fooled) -> Worki
         flipped = lp.clip_to_bounds(s["x0"] + torch.where(window, -corner, delta), bounds)
         candidate = torch.where(lp.expand_as_batch(same, candidate), flipped, candidate)
     out = model(candidate)
-    loss = margin(out, s["y"])
-    better = loss < s["loss"]
+    loss = task.loss(out, s["y"], "margin")
+    better = loss > s["loss"]
     s["best"] = torch.where(lp.expand_as_batch(better, candidate), candidate, s["best"])
     s["loss"] = torch.where(better, loss, s["loss"])
     hit = better & ~task.correct(out, s["y"])

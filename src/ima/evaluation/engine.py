@@ -200,7 +200,7 @@ def _attack_batches(model, data, plan: _Plan, ctx, progress: bool, partial):
     device, dtype = model_device(model), next((p.dtype for p in model.parameters()), None)
     store = _PartialStore(partial, plan, world)
     parts = store.load()
-    kept, count, classes = [], [0], {}
+    kept, count, classes = [], [0], [None]
 
     def own_batches():
         for position, (x, y) in enumerate(data_batches(data, plan.setting.batch_size)):
@@ -211,7 +211,7 @@ def _attack_batches(model, data, plan: _Plan, ctx, progress: bool, partial):
             count[0] += len(y)
             check_inputs(x, dtype)
             if position == 0:
-                check_output(model, x[:1].to(device))
+                classes[0] = check_output(model, x[:1].to(device))
             room = plan.check_samples - sum(len(c[1]) for c in kept)
             if plan.checks and room > 0:
                 kept.append((x[:room].to(device), y[:room].to(device)))
@@ -223,7 +223,7 @@ def _attack_batches(model, data, plan: _Plan, ctx, progress: bool, partial):
         batches = [(x, y, plan.seed * 1_000_003 + position) for position, x, y in pool]
         outcomes = plan.attack.attack(model, batches, plan.levels, plan.setting)
         for (position, _, y), outcome in zip(pool, outcomes, strict=True):
-            parts[position] = to_cpu(_part(model, outcome, y, pool[0][1], classes))
+            parts[position] = to_cpu(_part(outcome, y, classes[0]))
         store.save(parts)
         if bar is not None:
             bar.update(sum(len(b[2]) for b in pool) * world)
@@ -238,17 +238,13 @@ def _attack_batches(model, data, plan: _Plan, ctx, progress: bool, partial):
     return [parts[k] for k in sorted(parts)], count[0], kept
 
 
-def _part(model, outcome, y, first_x, classes: dict) -> dict:
+def _part(outcome, y, num_classes: int) -> dict:
     """One batch's outcome as stored: masks, per-loss masks, radii, extra values, overlaps,
-    and for classification the labels and the model's number of classes (one forward
-    pass of one row, the first time; ``classes`` caches it)."""
+    and for classification the labels and the model's number of classes."""
     part = {"robust": outcome.robust, "per_loss": outcome.per_loss, "radii": outcome.radii,
             "extra": outcome.extra, "overlap": outcome.overlap}
     if class_labels(y):
-        if "n" not in classes:
-            with torch.no_grad():
-                classes["n"] = model(first_x[:1]).shape[1]
-        part["labels"], part["num_classes"] = y, classes["n"]
+        part["labels"], part["num_classes"] = y, num_classes
     return part
 
 
@@ -291,12 +287,10 @@ def _result(plan: _Plan, parts, n: int, split_name, found) -> EvaluationResult:
     scored = (torch.tensor([[d == d for d in row] for row in overlap["dice"]])
               if overlap else torch.ones_like(robust))
     counted = scored.sum(dim=1).clamp_min(1)
-    per_loss = {}
+    per_loss, extra = {}, {}
     for p in parts:
         for loss, value in p["per_loss"].items():
             per_loss.setdefault(loss, []).append(value)
-    extra = {}
-    for p in parts:
         for key, value in (p.get("extra") or {}).items():
             extra.setdefault(key, []).append(value)
     radii = [p["radii"] for p in parts if p.get("radii") is not None]

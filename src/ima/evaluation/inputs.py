@@ -78,11 +78,14 @@ def eps_values(eps) -> list:
 
 
 @torch.no_grad()
-def check_output(model, x: torch.Tensor) -> None:
+def check_output(model, x: torch.Tensor) -> int:
+    """Check that the model returns one tensor of logits; return its number of classes
+    (the size of the output's second dimension)."""
     out = model(x)
     if not isinstance(out, torch.Tensor):
         raise TypeError(f"the model must return one tensor of logits, got a "
                         f"{type(out).__name__}; wrap it to return the logits alone")
+    return out.shape[1] if out.dim() > 1 else 1
 
 
 def check_inputs(x: torch.Tensor, model_dtype: torch.dtype | None) -> None:
