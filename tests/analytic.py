@@ -161,3 +161,36 @@ def small_problem(n=300):
     with torch.no_grad():
         y = net(x).argmax(1)
     return net, x, y
+
+
+def analytic_data():
+    """The analytic segmenter (float32) and a dataset of three copies of its image."""
+    from ima.data import ArrayDataset
+    from ima.tasks import SegmentationTask
+
+    model, x, y, _ = segmentation_problem()
+    ds = ArrayDataset(x.float().repeat(3, 1, 1, 1), y.repeat(3, 1, 1), num_classes=2,
+                      name="analytic", split="test", bounds=(0.0, 1.0),
+                      task=SegmentationTask())
+    return model.float(), ds
+
+
+def image_linear_problem(n=200, seed=0, norm="linf", classes=4):
+    """A multi-class linear model on 8x8 images in [0.3, 0.7] with its exact margins:
+    ``(model, x (n, 1, 8, 8), y, margin (n,))``, the distance from each sample to the
+    region ``argmax != y``: ``min_j (z_y - z_j) / ||w_y - w_j||_q``, ``q`` the dual norm
+    (L1 for Linf, L2 for L2)."""
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(classes, 64, generator=g)
+    x = 0.3 + 0.4 * torch.rand(n, 1, 8, 8, generator=g)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, classes))
+    with torch.no_grad():
+        model[1].weight.copy_(w)
+        model[1].bias.zero_()
+        z = model(x)
+    y = z.argmax(1)
+    diff = w[y][:, None, :] - w[None, :, :]
+    dual = diff.abs().sum(dim=2) if norm == "linf" else diff.norm(dim=2)
+    distance = ((z.gather(1, y[:, None]) - z) / dual.clamp_min(1e-12)).masked_fill(
+        torch.nn.functional.one_hot(y, classes).bool(), float("inf"))
+    return model, x, y, distance.min(dim=1).values

@@ -79,8 +79,8 @@ def test_other_attacks(run, attack, capsys):
         assert result.accuracy == pytest.approx(robust)
 
 
-def test_autoattack_or_its_install_hint(run, capsys):
-    code = main(["evaluate", str(run), "--attack", "autoattack", "--max-samples", "8",
+def test_art_autoattack_or_its_install_hint(run, capsys):
+    code = main(["evaluate", str(run), "--attack", "autoattack-art", "--max-samples", "8",
                  "--eps", "0.1", "--no-checks", "--no-progress"])
     try:
         import art  # noqa: F401
@@ -89,7 +89,23 @@ def test_autoattack_or_its_install_hint(run, capsys):
         assert "pip install 'ima[autoattack]'" in capsys.readouterr().err
     else:
         assert code == 0
-        assert _load(run, "autoattack-l2-test").n_samples == 8
+        assert _load(run, "autoattack-art-l2-test").n_samples == 8
+
+
+def test_autoattack_subset_and_version_flags(run, capsys):
+    assert main(["evaluate", str(run), "--attack", "autoattack", "--max-samples", "8",
+                 "--eps", "0.1", "--aa-attacks", "apgd-ce,fab-t", "--no-checks",
+                 "--no-progress"]) == 0
+    result = _load(run, "autoattack-l2-test")
+    assert result.params["attacks"] == ["apgd-ce", "fab-t"] and result.n_samples == 8
+    assert "AutoAttack (apgd-ce+fab-t)" in capsys.readouterr().out
+    for flags in (["--aa-attacks", "apgd-ce,apgd-ce"], ["--aa-attacks", "pgd"],
+                  ["--aa-version", "fast"], ["--square-queries", "0"], ["--eot", "0"]):
+        with pytest.raises(SystemExit):
+            main(["evaluate", str(run), "--attack", "autoattack", *flags])
+    # a flag of another attack is an error, not ignored
+    assert main(["evaluate", str(run), "--attack", "pgd", "--eot", "5", "--no-progress"]) == 1
+    assert "not known to attack 'pgd'" in capsys.readouterr().err
 
 
 def test_report_with_confidence_intervals(run, capsys, tmp_path):

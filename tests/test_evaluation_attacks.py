@@ -101,13 +101,40 @@ def test_minimal_norms_match_the_exact_margins(attack, norm):
     assert result.checks[1]["passed"] is True
 
 
-def test_autoattack_evaluation_where_installed(problem):
+def test_art_autoattack_evaluation_where_installed(problem):
     pytest.importorskip("art", reason="needs the autoattack extra (adversarial-robustness-toolbox)")
     model, x, y, margin = problem
-    result = evaluate(model, TensorDataset(x, y), eps=LEVELS, attack="autoattack",
+    result = evaluate(model, TensorDataset(x, y), eps=LEVELS, attack="autoattack-art",
                       per_class=8, options={"restarts": 1})
     assert result.accuracy == pytest.approx(_truth(margin[result.indices], result.eps))
     assert result.params["library"] == "adversarial-robustness-toolbox"
+
+
+def test_autoattack_evaluation_is_exact_on_the_linear_model(problem, caplog):
+    """Our AutoAttack on 2-D-free vectors (no Square: it needs images, said in a warning)
+    fools exactly the samples whose margin is below each level; which component fooled
+    each sample first is kept per level."""
+    model, x, y, margin = problem
+    with caplog.at_level(logging.WARNING, logger="ima"):
+        result = evaluate(model, TensorDataset(x, y), eps=LEVELS, attack="autoattack",
+                          checks=False)
+    assert result.accuracy == pytest.approx(_truth(margin, result.eps))
+    assert result.params["library"] == "ima" and result.params["version"] == "standard"
+    assert "square" in caplog.text and "images" in caplog.text
+    firsts = {k: v for k, v in result.extra.items() if k.startswith("fooled_by_")}
+    assert sorted(firsts) == ["fooled_by_apgd-ce", "fooled_by_apgd-t", "fooled_by_fab-t"]
+    fooled = [sum(v[i] for v in firsts.values()) for i in range(len(result.eps))]
+    assert fooled == pytest.approx([1 - a for a in result.accuracy])
+    subset = evaluate(model, TensorDataset(x, y), eps=LEVELS, attack="autoattack",
+                      options={"attacks": ["fab-t"]}, checks=False)
+    assert subset.accuracy == result.accuracy
+    assert list(subset.extra) == ["fooled_by_fab-t"]
+    with pytest.raises(ValueError, match="square needs images"):
+        evaluate(model, TensorDataset(x, y), eps=LEVELS, attack="autoattack",
+                 options={"attacks": ["square"]}, checks=False)
+    with pytest.raises(ValueError, match="attack"):
+        evaluate(model, TensorDataset(x, y), eps=LEVELS, attack="autoattack",
+                 options={"attacks": ["apgd"]}, checks=False)
 
 
 def test_clinical_metrics_of_a_binary_model(problem):

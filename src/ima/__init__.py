@@ -2,7 +2,7 @@
 
 from . import lp
 from .acceleration import accelerate
-from .attacks import AttackResult, bpgd, ddn, pgd, spsa
+from .attacks import AttackResult, autoattack, bpgd, ddn, pgd, spsa
 from .config import load_config, resolve_config
 from .evaluation import EvaluationResult, evaluate
 from .margins import MarginStore
@@ -27,6 +27,7 @@ __all__ = [
     "__version__",
     "accelerate",
     "adi",
+    "autoattack",
     "bpgd",
     "build_method",
     "ddn",

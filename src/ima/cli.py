@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .attacks.autoattack import COMPONENTS as AUTOATTACK_COMPONENTS
+from .attacks.autoattack import VERSIONS as AUTOATTACK_VERSIONS
 from .evaluation.attacks import EVALUATION_ATTACKS
 
 __all__ = ["main"]
@@ -56,8 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attack", choices=tuple(EVALUATION_ATTACKS),
                    help="pgd: the paper's 100-PGD (default: "
                    "eval.attack); spsa: black-box SPSA (appendix H.2); uniform-noise, "
-                   "gaussian-noise: random noise; autoattack: AutoAttack through the "
-                   "Adversarial Robustness Toolbox (pip install 'ima[autoattack]'); ddn-min, "
+                   "gaussian-noise: random noise; autoattack: AutoAttack (APGD-CE, APGD-T, "
+                   "FAB-T, Square; also for segmenters); autoattack-art: ART's AutoAttack "
+                   "as a cross-check (pip install 'ima[autoattack]'); ddn-min, "
                    "bpgd-min: per-sample minimal adversarial norms (DDN, or BPGD with a "
                    "doubling budget) and the curve read off them")
     p.add_argument("--steps", type=_int(1), help="attack iterations (default: eval.steps for the "
@@ -72,6 +75,16 @@ def build_parser() -> argparse.ArgumentParser:
                    "estimate (default 2048)")
     p.add_argument("--query-batch", type=_int(1), help="most SPSA queries per forward pass "
                    "(default 4096; bounds memory)")
+    p.add_argument("--aa-version", choices=AUTOATTACK_VERSIONS, help="AutoAttack's version: "
+                   "standard (default) or rand (APGD-CE and APGD-DLR with expectation over "
+                   "transformation, for randomised models)")
+    p.add_argument("--aa-attacks", type=_names(AUTOATTACK_COMPONENTS), metavar="LIST",
+                   help="run only these AutoAttack components, in this order, e.g. "
+                   f"apgd-ce,square (of {', '.join(AUTOATTACK_COMPONENTS)})")
+    p.add_argument("--square-queries", type=_int(1), help="queries of AutoAttack's Square "
+                   "(default 5000)")
+    p.add_argument("--eot", type=_int(1), help="passes averaged per APGD iterate in "
+                   "AutoAttack (default: 20 for --aa-version rand, else 1)")
     p.add_argument("--no-checks", action="store_true", help="skip the sanity checks")
     p.add_argument("--no-resume", action="store_true", help="start afresh instead of resuming "
                    "a killed evaluation of the same settings from the batches it had finished")
@@ -140,6 +153,20 @@ def _real(low: float, high: float | None = None):
     return parse
 
 
+def _names(allowed: tuple[str, ...]):
+    """An argparse type: a comma-separated list of distinct names out of ``allowed``."""
+    def parse(text: str) -> list[str]:
+        names = [v.strip() for v in text.split(",")]
+        unknown = [n for n in names if n not in allowed]
+        if not text.strip() or unknown:
+            raise argparse.ArgumentTypeError(
+                f"expected a comma-separated list of {', '.join(allowed)}, got {text!r}")
+        if len(set(names)) != len(names):
+            raise argparse.ArgumentTypeError(f"a name is listed twice in {text!r}")
+        return names
+    return parse
+
+
 def _eps(text: str) -> list[float]:
     """An argparse type: comma-separated noise levels, each a finite number >= 0."""
     parts = [v.strip() for v in text.split(",")]
@@ -172,7 +199,9 @@ def _evaluate_in(args, ctx) -> int:
     elif ctx.active:
         torch.set_num_threads(1)
     options = {key: getattr(args, flag) for flag, key in (
-        ("draws", "draws"), ("spsa_samples", "n_samples"), ("query_batch", "query_batch"))
+        ("draws", "draws"), ("spsa_samples", "n_samples"), ("query_batch", "query_batch"),
+        ("aa_version", "version"), ("aa_attacks", "attacks"),
+        ("square_queries", "square_queries"), ("eot", "eot"))
         if getattr(args, flag) is not None}
     result, path = evaluate_run(
         args.run_dir, epoch=args.epoch, eps=args.eps, norm=args.norm, attack=args.attack,

@@ -274,6 +274,13 @@ class SegmentationTask(Task):
         """False for an image that has no Dice (``empty_dice="skip"``), else True (B,)."""
         return ~torch.isnan(self.dice(output, y))
 
+    @staticmethod
+    def lower_dice(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+        """Where the Dice ``new`` (B,) is worse than ``old``: lower, or a Dice where there
+        was none (an unscored image, empty truth and prediction, that an attack gave a
+        foreground prediction has Dice 0 against no Dice)."""
+        return (new < old) | (old.isnan() & ~new.isnan())
+
 
 def dice_from_counts(tp, fp, fn, *, empty_dice: str = "skip") -> torch.Tensor:
     """Per-image Dice (N,) float64 from pixel counts ``(N, K)`` of ``K`` foreground classes.

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ima import lp
-from ima.attacks import autoattack
+from ima.attacks import art_autoattack
 
 from analytic import linear_problem
 
@@ -18,7 +18,7 @@ def test_missing_library_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "art", None)
     monkeypatch.setitem(sys.modules, "art.attacks.evasion", None)
     with pytest.raises(ImportError, match=r"pip install 'ima\[autoattack\]'"):
-        autoattack(model, x, y, eps=EPS)
+        art_autoattack(model, x, y, eps=EPS)
 
 
 @pytest.mark.parametrize("norm, eps", [("l2", EPS), ("linf", 0.03)])
@@ -29,7 +29,7 @@ def test_autoattack_finds_what_the_exact_margins_allow(norm, eps):
     model.train()
     for p in model.parameters():
         p.grad = torch.full_like(p, 3.0)
-    r = autoattack(model, x, y, eps=eps, norm=norm, restarts=1)
+    r = art_autoattack(model, x, y, eps=eps, norm=norm, restarts=1)
     assert torch.equal(r.success, margin < eps)
     assert torch.equal(model(r.x).argmax(1) != y, r.success)
     assert (lp.sample_norm(r.x - x, norm) <= eps * (1 + 1e-5)).all()
@@ -49,13 +49,13 @@ def test_autoattack_on_images_runs_square_too():
         def forward(self, z):
             return model(z.flatten(1))
 
-    r = autoattack(OnImages(), images, y, eps=EPS, restarts=1, square_queries=20)
+    r = art_autoattack(OnImages(), images, y, eps=EPS, restarts=1, square_queries=20)
     assert torch.equal(r.success, margin < EPS)
 
 
 def test_bad_autoattack_input():
     model, x, y, _ = linear_problem(d=10, n=10, eps=EPS)
     with pytest.raises(ValueError, match="one eps for the whole batch"):
-        autoattack(model, x, y, eps=torch.linspace(0.1, 0.2, len(y)))
+        art_autoattack(model, x, y, eps=torch.linspace(0.1, 0.2, len(y)))
     with pytest.raises(ValueError, match="restarts must be >= 1"):
-        autoattack(model, x, y, eps=EPS, restarts=0)
+        art_autoattack(model, x, y, eps=EPS, restarts=0)

@@ -6,22 +6,11 @@ import math
 import pytest
 import torch
 
-from ima.data import ArrayDataset
 from ima.evaluation import EvaluationResult, evaluate, segment_under_attack
 from ima.reporting.tables import robustness_table
-from ima.tasks import SegmentationTask
 
 from analytic import SEG_PIXELS as N
-from analytic import dice_at_shift, segmentation_problem
-
-
-def analytic_data():
-    model, x, y, _ = segmentation_problem()
-    model = model.float()
-    ds = ArrayDataset(x.float().repeat(3, 1, 1, 1), y.repeat(3, 1, 1), num_classes=2,
-                      name="analytic", split="test", bounds=(0.0, 1.0),
-                      task=SegmentationTask())
-    return model, ds
+from analytic import analytic_data, dice_at_shift
 
 
 def test_tvdi_and_adi_under_attack_match_the_analytic_dice():

@@ -1,6 +1,6 @@
 """Attacks run through other libraries, installed as optional extras.
 
-:func:`autoattack` runs AutoAttack (Croce & Hein 2020) as the Adversarial Robustness
+:func:`art_autoattack` runs AutoAttack (Croce & Hein 2020) as the Adversarial Robustness
 Toolbox (ART, ``pip install 'ima[autoattack]'``) implements it: an independent
 implementation to cross-check the evaluation's own attacks against.
 """
@@ -16,7 +16,7 @@ from ..tasks import ClassificationTask, Task
 from ..validation import check_int
 from .base import AttackResult, check_attack_inputs, clean_pass
 
-__all__ = ["autoattack", "have_art"]
+__all__ = ["art_autoattack", "have_art"]
 
 INSTALL_HINT = (
     "AutoAttack needs the Adversarial Robustness Toolbox: pip install 'ima[autoattack]' "
@@ -39,7 +39,7 @@ def have_art() -> bool:
     return True
 
 
-def autoattack(
+def art_autoattack(
     model: torch.nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,

@@ -28,8 +28,15 @@ evaluate``), all in :data:`EVALUATION_ATTACKS`:
   at eps when it is clean-correct and every draw is classified correctly (worst case per
   sample). Levels are drawn independently (noise at one level says nothing about
   another). The mean over draws is kept as well (``extra["accuracy_average"]``).
-* ``autoattack``: AutoAttack as the Adversarial Robustness Toolbox implements it
-  (:func:`ima.attacks.autoattack`; optional extra ``ima[autoattack]``).
+* ``autoattack``: AutoAttack of our own (:func:`ima.attacks.autoattack`): the authors'
+  ``standard`` version (APGD-CE, APGD-T, FAB-T, Square 5000 queries, as a cascade), their
+  ``rand`` version (APGD-CE and APGD-DLR with EOT) or a subset (``attacks``); also for
+  segmenters, whose every sample is attacked at every level with every component (the
+  lowest Dice found counts in TVDI and ADI, as for 100-PGD). Per level, the fraction of
+  the samples each component fooled first is kept (``extra["fooled_by_<component>"]``).
+* ``autoattack-art``: AutoAttack as the Adversarial Robustness Toolbox implements it
+  (:func:`ima.attacks.art_autoattack`; optional extra ``ima[autoattack]``): a
+  cross-check by an independent implementation, classifiers only.
 * ``ddn-min``: each sample's minimal adversarial L2 norm estimated by DDN
   (:func:`ima.ddn`, 100 steps, Rony et al. 2019), L2 only.
 * ``bpgd-min``: each sample's boundary distance by BPGD (Algorithm 3; 20 steps, alpha 4,
@@ -43,12 +50,14 @@ evaluate``), all in :data:`EVALUATION_ATTACKS`:
   found). Radii are upper bounds of the true minimal norms (every adversarial point is),
   so these curves, like any attack's, are upper bounds of the true robust accuracy.
 
-Adversarial attacks (pgd, spsa, autoattack) carry a sample fooled at one eps over to every
-larger eps (the point lies in the larger ball), so it is attacked only once.
+Adversarial attacks (pgd, spsa, autoattack, autoattack-art) carry a sample fooled at one
+eps over to every larger eps (the point lies in the larger ball), so it is attacked only
+once (a segmenter's, whose lowest Dice counts too, is attacked at every level).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 
@@ -56,11 +65,16 @@ import torch
 
 from .. import lp
 from ..attacks import bpgd, ddn, pgd
+from ..attacks.autoattack import COMPONENTS as AUTOATTACK_COMPONENTS
+from ..attacks.autoattack import VERSIONS as AUTOATTACK_VERSIONS
+from ..attacks.autoattack import autoattack, components_of
 from ..attacks.blackbox import spsa
-from ..attacks.external import INSTALL_HINT, autoattack, have_art
+from ..attacks.external import INSTALL_HINT, art_autoattack, have_art
 from ..attacks.gradient import random_start_point
 from ..tasks import SegmentationTask, Task
 from ..validation import check_choice, check_int, check_real
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["EVALUATION_ATTACKS", "EvaluationAttack", "Outcome", "Setting",
            "evaluation_attack"]
@@ -266,7 +280,84 @@ class SPSAAttack(EvaluationAttack):
 
 
 class AutoAttackAttack(EvaluationAttack):
-    name, title = "autoattack", "AutoAttack (ART)"
+    """AutoAttack of our own (:func:`ima.attacks.autoattack`), for classifiers and
+    segmenters; per level the fraction of samples each component fooled first
+    (``extra["fooled_by_<component>"]``)."""
+
+    name, title = "autoattack", "AutoAttack"
+    defaults = {"version": "standard", "attacks": None, "targets": 9,
+                "square_queries": 5000, "eot": None}
+
+    def resolve(self, options, levels):
+        o = super().resolve(options, levels)
+        check_choice("version", o["version"], tuple(AUTOATTACK_VERSIONS))
+        if o["attacks"] is not None:
+            if not isinstance(o["attacks"], (list, tuple)) or not o["attacks"]:
+                raise ValueError(f"option attacks must be a non-empty list of components, "
+                                 f"got {o['attacks']!r}")
+            o["attacks"] = [check_choice("attack", a, AUTOATTACK_COMPONENTS)
+                            for a in o["attacks"]]
+        check_int("targets", o["targets"], low=1)
+        check_int("square_queries", o["square_queries"], low=1)
+        if o["eot"] is not None:
+            check_int("eot", o["eot"], low=1)
+        return o
+
+    def params(self, s):
+        return {**super().params(s), "library": "ima",
+                **(_dice_rule(s.task) if isinstance(s.task, SegmentationTask) else {})}
+
+    def described(self, params):
+        subset = params.get("attacks")
+        return f"AutoAttack ({'+'.join(subset) if subset else params.get('version')})"
+
+    def cascade(self, model, x, y, eps, s, **kw):
+        o = s.options
+        return autoattack(model, x, y, eps=eps, norm=s.norm, version=o["version"],
+                          attacks=o["attacks"], steps=s.steps, targets=o["targets"],
+                          square_queries=o["square_queries"], eot=o["eot"], bounds=s.bounds,
+                          task=s.task, **kw)
+
+    def fooled(self, model, x, y, eps, s):
+        return self.cascade(model, x, y, eps, s).success
+
+    def run(self, model, x, y, levels, s):
+        components, skipped = components_of(s.options["version"], s.task, x.shape,
+                                            s.options["attacks"])
+        for name, why in skipped.items():
+            logger.warning("AutoAttack runs without %s: it %s", name, why)
+        out = clean_output(model, x, y, s.task)
+        alive = s.task.correct(out, y)
+        segmentation = isinstance(s.task, SegmentationTask)
+        best = (x, s.task.counts(out, y), s.task.dice(out, y)) if segmentation else None
+        by = torch.full((len(y),), -1, dtype=torch.long, device=x.device)
+        rows, firsts, overlap = [], [], []
+        for e in levels:
+            # a segmenter is attacked at every level, every sample (its lowest Dice counts
+            # in the overlap metrics); a classifier's fooled samples carry over
+            idx = torch.arange(len(y), device=x.device) if segmentation \
+                else alive.nonzero().squeeze(1)
+            if e > 0 and idx.numel():
+                r = self.cascade(model, x[idx], y[idx], e, s, cascade=not segmentation)
+                first = r.success & alive[idx]
+                by[idx[first]] = r.fooled_by[first]
+                alive[idx[first]] = False
+                if segmentation:
+                    best = _lower_dice_points(model, y, r.x, best, s.task)
+            rows.append(alive.clone())
+            firsts.append(by.clone())
+            if segmentation:
+                overlap.append((torch.stack(best[1]).cpu(), best[2].cpu()))
+        firsts = torch.stack(firsts).cpu()
+        extra = {f"fooled_by_{name}": firsts == i for i, name in enumerate(components)}
+        return Outcome(torch.stack(rows).cpu(), extra=extra,
+                       overlap=overlap if segmentation else None)
+
+
+class ARTAutoAttackAttack(EvaluationAttack):
+    """AutoAttack as the Adversarial Robustness Toolbox implements it: a cross-check."""
+
+    name, title = "autoattack-art", "AutoAttack (ART)"
     defaults = {"restarts": 5, "square_queries": 5000}
 
     def resolve(self, options, levels):
@@ -281,9 +372,9 @@ class AutoAttackAttack(EvaluationAttack):
         return {**super().params(s), "library": "adversarial-robustness-toolbox"}
 
     def fooled(self, model, x, y, eps, s):
-        return autoattack(model, x, y, eps=eps, norm=s.norm, steps=s.steps,
-                          batch_size=s.batch_size, bounds=s.bounds, task=s.task,
-                          **s.options).success
+        return art_autoattack(model, x, y, eps=eps, norm=s.norm, steps=s.steps,
+                              batch_size=s.batch_size, bounds=s.bounds, task=s.task,
+                              **s.options).success
 
 
 class NoiseAttack(EvaluationAttack):
@@ -462,7 +553,6 @@ def lowest_dice(model, x, y, eps, best, *, norm, steps, losses, random_start, bo
     """Attack every sample at ``eps`` with each loss (full ``steps``, no early stop) and
     keep, per sample, the point of lowest Dice. ``best``: ``(points, (tp, fp, fn), dice)``
     so far; returns it updated, and per loss whether any iterate fooled the sample."""
-    points, counts, dice = best
     fooled = {}
     for loss in losses:
         r = pgd(
@@ -472,19 +562,22 @@ def lowest_dice(model, x, y, eps, best, *, norm, steps, losses, random_start, bo
         # correct_steps counts the correct iterates among the first `steps`; the last
         # iterate is judged by success
         fooled[loss] = r.success | (r.correct_steps < steps)
-        with torch.no_grad():
-            new_counts = task.counts(model(r.x), y)
-        new_dice = task.dice_from_counts(*new_counts)
-        # an unscored image (NaN: empty truth and prediction) that the attack gave a
-        # foreground prediction is worse: Dice 0 against no Dice
-        worse = (new_dice < dice) | (dice.isnan() & ~new_dice.isnan())
-        points = torch.where(lp.expand_as_batch(worse, points), r.x, points)
-        counts = tuple(
-            torch.where(worse[:, None], new, old) for new, old in zip(new_counts, counts,
-                                                                       strict=True)
-        )
-        dice = torch.where(worse, new_dice, dice)
-    return (points, counts, dice), fooled
+        best = _lower_dice_points(model, y, r.x, best, task)
+    return best, fooled
+
+
+def _lower_dice_points(model, y, found, best, task):
+    """``best`` (``(points, (tp, fp, fn), dice)`` per sample) with each sample's point
+    replaced by its ``found`` one where that has the lower Dice."""
+    points, counts, dice = best
+    with torch.no_grad():
+        new_counts = task.counts(model(found), y)
+    new_dice = task.dice_from_counts(*new_counts)
+    worse = task.lower_dice(new_dice, dice)
+    points = torch.where(lp.expand_as_batch(worse, points), found, points)
+    counts = tuple(torch.where(worse[:, None], new, old)
+                   for new, old in zip(new_counts, counts, strict=True))
+    return points, counts, torch.where(worse, new_dice, dice)
 
 
 def _segmentation_robustness(model, x, y, levels, norm, steps, losses, random_start, bounds,
@@ -524,7 +617,8 @@ def _dice_rule(task: SegmentationTask) -> dict:
 EVALUATION_ATTACKS = {
     a.name: a
     for a in (PGDAttack(), SPSAAttack(), UniformNoiseAttack(), GaussianNoiseAttack(),
-              AutoAttackAttack(), DDNMinimalAttack(), BPGDMinimalAttack())
+              AutoAttackAttack(), ARTAutoAttackAttack(), DDNMinimalAttack(),
+              BPGDMinimalAttack())
 }
 
 

@@ -55,7 +55,7 @@ logger = logging.getLogger(__name__)
 #: how many binomial standard deviations count as sampling noise
 NOISE_Z = 2.0
 #: white-box attacks, and the attacks they must be at least as strong as
-STRONG = ("pgd", "autoattack")
+STRONG = ("pgd", "autoattack", "autoattack-art")
 WEAK = ("spsa", "uniform-noise", "gaussian-noise")
 
 
