@@ -12,7 +12,7 @@ after the attack (ours: the cascade's verdict; the others: the model's verdict o
 points). Goal: ours at least 5 times faster than ART at equal or lower robust accuracy.
 
     python benchmarks/library_autoattack.py RUN_DIR --norm linf --eps 0.1 0.2 \\
-        [--max-samples 200] [--components] [--no-art] [--no-torchattacks]
+        [--max-samples 200] [--components] [--art-restarts 1] [--no-art] [--no-torchattacks]
 """
 
 from __future__ import annotations
@@ -91,6 +91,8 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--components", action="store_true",
                         help="also compare each component with torchattacks' own")
+    parser.add_argument("--art-restarts", type=int, default=1,
+                        help="ART's restarts (1: ours' settings; 5: autoattack-art's default)")
     parser.add_argument("--no-art", action="store_true")
     parser.add_argument("--no-torchattacks", action="store_true")
     args = parser.parse_args(argv)
@@ -101,7 +103,7 @@ def main(argv=None):
         classes = model(x[:1]).shape[1]
     print(machine(device, args.threads))
     print(f"run {args.run_dir}; the first {len(y)} samples of {data.split}; {args.norm}; "
-          f"Square {args.square_queries} queries")
+          f"Square {args.square_queries} queries; ART {args.art_restarts} restart(s)")
     print("| eps | ours acc | ART acc | torchattacks acc | ours s | ART s | torchattacks s | "
           "ART / ours | ours: APGD-CE / APGD-T / FAB-T / Square s |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -118,7 +120,7 @@ def main(argv=None):
         else:
             np.random.seed(0)  # noqa: NPY002  (ART draws from numpy's global generator)
             t_art, art = timed(lambda eps=eps: art_autoattack(
-                model, x, y, eps=eps, norm=args.norm, restarts=1,
+                model, x, y, eps=eps, norm=args.norm, restarts=args.art_restarts,
                 square_queries=args.square_queries, batch_size=args.batch_size), device)
             acc.append(100 * float((~art.success).float().mean()))
             seconds.append(t_art)

@@ -1,5 +1,7 @@
 """Suite-wide settings."""
 
+import os
+
 import pytest
 import torch
 
@@ -24,3 +26,16 @@ def digits_model(tmp_path_factory):
     with torch.no_grad():
         ok = run.model(x).argmax(1) == y
     return run.model.eval(), x[ok], y[ok]
+
+
+@pytest.fixture(autouse=True)
+def _trust_code_stays_in_its_test():
+    """The CLI's ``--trust-code`` sets IMA_TRUST_CODE in the process (so that torchrun's
+    other processes see it); a test that passes it must not trust code for the tests
+    after it."""
+    before = os.environ.get("IMA_TRUST_CODE")
+    yield
+    if before is None:
+        os.environ.pop("IMA_TRUST_CODE", None)
+    else:
+        os.environ["IMA_TRUST_CODE"] = before

@@ -112,12 +112,15 @@ def test_select_checkpoint_from_metrics(tmp_path):
     assert select_checkpoint(metrics, epochs, min_val_acc=0.85).epoch == 6
     assert select_checkpoint(metrics, [1, 2], min_val_acc=0.85).epoch == 2
     none = select_checkpoint(metrics, epochs, min_val_acc=0.95)
-    assert none.epoch is None and "best is epoch 2 with 0.9200" in none.reason
+    assert none.epoch is None and "best is epoch 2 with 92.00%" in none.reason
+    assert "accuracy 95.00%;" in none.reason  # percent, as the tables
+    assert "91.00% >= 90.00%" in chosen.reason
 
-    with pytest.raises(ValueError, match="no saved checkpoints"):
-        select_checkpoint(metrics, [], min_val_acc=0.9)
+    for few in ([], [4]):
+        with pytest.raises(ValueError, match="two or more saved checkpoints"):
+            select_checkpoint(metrics, few, min_val_acc=0.9)
     with pytest.raises(ValueError, match="val_acc"):
-        select_checkpoint([{"epoch": 2, "loss": 1.0}], [2], min_val_acc=0.9)
+        select_checkpoint([{"epoch": 2, "loss": 1.0}], [2, 4], min_val_acc=0.9)
     with pytest.raises(ValueError, match="min_val_acc"):
         select_checkpoint(metrics, epochs, min_val_acc=90)
 
@@ -173,6 +176,7 @@ def test_selection_tables():
                                                                           "90.00"]
     h = epoch_table(results)
     assert h.header == ["Epoch", "2", "4", "Best epoch"]
-    assert h.rows == [["noise=0", "0.9500", "0.9300", "2"], ["noise=1", "0.4000", "0.5500",
-                                                            "4"]]
+    # percent, as in eps_max_table: select prints one unit throughout
+    assert h.rows == [["noise=0", "95.00", "93.00", "2"], ["noise=1", "40.00", "55.00", "4"]]
+    assert "Accuracy (%)" in h.title
     assert "| epoch 2: eps_max" in table.to_markdown()

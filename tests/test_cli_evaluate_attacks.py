@@ -46,7 +46,7 @@ def test_spsa_on_a_per_class_subset_checked_against_pgd(run, capsys):
     assert [c["name"] for c in result.checks] == ["monotone", "unbounded", *MODEL_CHECKS,
                                                   "whitebox_vs_blackbox"]
     assert "pgd-l2-test.json" in result.checks[-1]["detail"]
-    assert "5-step SPSA" in out and "sensitivity (class 1)" in out
+    assert "5-step SPSA" in out and "sensitivity (class 1 positive)" in out
     assert "check whitebox_vs_blackbox:" in out
 
 
@@ -111,11 +111,12 @@ def test_autoattack_subset_and_version_flags(run, capsys):
 def test_report_with_confidence_intervals(run, capsys, tmp_path):
     assert main(["evaluate", str(run), "--eps", "0.1", "--no-checks", "--no-progress"]) == 0
     capsys.readouterr()
-    csv_file = tmp_path / "t.csv"
+    csv_file, md_file = tmp_path / "t.csv", tmp_path / "t.md"
     assert main(["report", str(run), "--eval", "pgd-l2-test", "--ci", "--csv",
-                 str(csv_file)]) == 0
+                 str(csv_file), "--markdown", str(md_file)]) == 0
     out = capsys.readouterr().out
     assert "Wilson 95 % interval" in out
+    assert f"wrote {csv_file}" in out and f"wrote {md_file}" in out  # every file it wrote
     cells = list(csv.reader(csv_file.open()))[1]
     value, interval = cells[1].split(" [")
     lo, hi = (float(v) for v in interval.rstrip("]").split(", "))

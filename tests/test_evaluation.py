@@ -97,6 +97,7 @@ def test_samples_fooled_at_a_smaller_eps_are_not_attacked_again():
     result = evaluate(Counting(), TensorDataset(x, y), eps=[0.05, 0.1], steps=10,
                       losses=("ce",), random_start=False, batch_size=1000)
     assert calls.pop(0) == 1  # the one-row check that the model returns one logits tensor
+    assert calls.pop(0) == len(y)  # the clean predictions of the confusion matrices
     # clean pass, then at 0.05 all samples, at 0.1 only the survivors of 0.05
     survivors = int((margin > 0.05).sum())
     first_level = calls[1]

@@ -336,3 +336,17 @@ def test_model_checks_flag_gradient_masking(problem, wrap, flag):
     checks = {c["name"]: c for c in model_checks(wrap(model), x[:40], y[:40], task)}
     assert checks[flag]["passed"] is False
     assert all(c["passed"] is not False for name, c in checks.items() if name != flag), checks
+
+
+def test_results_record_the_input_size_and_tables_give_the_rms_of_l2_levels(problem):
+    from ima.reporting.tables import robustness_table
+
+    model, x, y, _ = problem
+    result = evaluate(model, TensorDataset(x, y), eps=[0.5], steps=5, checks=False)
+    assert result.input_values == 10
+    title = robustness_table([("m", result)]).title
+    assert "per-value RMS of each level (eps / sqrt(10)): 0, 0.158" in title
+    back = EvaluationResult.from_dict(json.loads(json.dumps(result.to_dict())))
+    assert back.input_values == 10
+    linf = evaluate(model, TensorDataset(x, y), eps=[0.5], norm="linf", steps=5, checks=False)
+    assert "RMS" not in robustness_table([("m", linf)]).title

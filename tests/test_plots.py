@@ -125,12 +125,58 @@ def test_training_curves_default_into_the_run_folder(runs, capsys):
     assert len(plots.plot_curves([runs / "ce"]).axes) == 1  # ce records no margins
 
 
+def _legend(ax):
+    """(label, line style, marker, marker face colour) of each legend entry of ``ax``."""
+    legend = ax.get_legend()
+    return [(text.get_text(), line.get_linestyle(), line.get_marker(),
+             line.get_markerfacecolor())
+            for text, line in zip(legend.get_texts(), legend.get_lines(), strict=True)]
+
+
+def test_training_curves_tell_train_and_val_apart(runs):
+    entries = _legend(plots.plot_curves([runs / "ima", runs / "ce"]).axes[0])
+    assert [e[0] for e in entries] == ["ima: train", "ima: val", "ce: train", "ce: val"]
+    train, val = entries[:2]
+    # solid against dashed, and a filled against a hollow marker of another shape: the
+    # two are told apart in the legend even where the dashes are too short to see
+    assert (train[1], val[1]) == ("-", "--")
+    assert train[2] != val[2] and val[3] == "white" != train[3]
+    assert len(set(entries)) == len(entries)
+
+
+def test_training_curves_note_lines_that_hide_one_another(runs, tmp_path):
+    import csv
+    import shutil
+
+    run = tmp_path / "same"
+    shutil.copytree(runs / "ce", run)
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    for row in rows:
+        row["val_acc"] = row["train_acc"]
+    with (run / "metrics.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    title = plots.plot_curves([run]).axes[0].get_legend().get_title().get_text()
+    assert title == "same: train and same: val coincide (identical values)"
+    assert plots.plot_curves([runs / "ce"]).axes[0].get_legend().get_title().get_text() == ""
+
+
 def test_noise_curves(runs, tmp_path, capsys):
     out = tmp_path / "noise.pdf"
     assert main(["plot", "noise", str(runs / "ima"), str(runs / "ce"), "--out", str(out)]) == 0
     _check_figure(tmp_path / "noise.png", out)
     ax = plots.plot_noise([runs / "ima"]).axes[0]
     assert "L2 norm" in ax.get_xlabel() and ax.get_ylabel() == "accuracy (%)"
+    # L2 levels also as per-pixel RMS: Moons points have 2 values, eps 0.3 is 0.212
+    (top,) = ax.child_axes
+    assert top.get_xlabel().startswith("per-pixel RMS of the perturbation (eps / sqrt(2)")
+    assert [t.get_text() for t in top.get_xticklabels()] == ["0", "0.0707", "0.212"]
+    # a result that says how many input values its samples have is taken at its word
+    result = _result([0.0, 1.0], [0.9, 0.5])
+    result.input_values = 64
+    ax = plots.plot_noise(None, results=[("x", result)]).axes[0]
+    assert [t.get_text() for t in ax.child_axes[0].get_xticklabels()] == ["0", "0.125"]
     assert main(["plot", "noise", str(runs / "digits"), "--out", str(out)]) == 1
     assert "has no evaluation" in capsys.readouterr().err
 
@@ -145,10 +191,57 @@ def test_sample_grid(runs, tmp_path, capsys):
     fig = plots.plot_samples(sample_images(load_run(runs / "digits"), eps=[0.5], n=2,
                                            steps=2))
     titles = [ax.get_title() for ax in fig.axes]
-    assert len(titles) == 4 and titles[0].startswith("pred ") and "eps=0.5" in titles[1]
-    assert titles[0].endswith("clean")
+    # per image: clean, adversarial, its perturbation amplified (8x8 digits: 64 values)
+    assert len(titles) == 6 and titles[0].startswith("pred ") and titles[0].endswith("clean")
+    assert "eps=0.5\n(RMS 0.0625 per pixel)" in titles[1]
+    assert re.fullmatch(r"perturbation x\d+", titles[2])
+    assert not any("eps=0" in t and "eps=0." not in t for t in titles)
     assert main(["plot", "samples", str(runs / "ima"), "--out", str(out)]) == 1
     assert "not images" in capsys.readouterr().err
+
+
+def test_samples_are_taken_in_turns_from_each_class(tmp_path, monkeypatch, capsys):
+    """Data sorted by class: the figure shows one image of each class in turn, not the
+    first images of the file (all of class 0)."""
+    import ima
+    from ima.analysis import samples_by_class
+    from user_code import trained, write_user_module
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = write_user_module(tmp_path, "plots_user_code")
+    config = {"data": {"name": "plots_user_code:bars"},
+              "model": {"name": "plots_user_code:small_cnn"},
+              "eval": {"eps": [0.0, 0.5], "steps": 2}}
+    run = ima.import_model(config, model=trained(module), out=tmp_path / "run")
+    assert sample_images(run, n=6, steps=2).truth.tolist() == [0] * 6  # file order
+    samples = samples_by_class(run, n=6, steps=2)
+    assert samples.truth.tolist() == [0, 1, 2, 0, 1, 2]
+    fig = plots.plot_samples(samples)
+    assert [ax.get_ylabel() for ax in fig.axes[::3]] == [f"true {c}" for c in
+                                                         (0, 1, 2, 0, 1, 2)]
+    # the command line shows the same images
+    shown = []
+    real = plots.plot_samples
+    monkeypatch.setattr(plots, "plot_samples",
+                        lambda s, **kw: shown.append(s.truth.tolist()) or real(s, **kw))
+    monkeypatch.setenv("IMA_TRUST_CODE", "1")
+    assert main(["plot", "samples", str(run.dir), "--n", "4", "--steps", "2"]) == 0
+    assert shown == [[0, 1, 2, 0]]
+
+
+def test_select_with_one_checkpoint_says_so(runs, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "short"
+    shutil.copytree(runs / "ce", run)
+    (run / "checkpoints" / "epoch-001.pt").unlink()  # as save_every 10 leaves 2 epochs
+    before = sorted(p.name for p in run.rglob("*"))
+    assert main(["select", str(run), "--min-val-acc", "0.5", "--no-progress"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "has one saved checkpoint (epoch 2); select chooses among two or more" in err
+    assert "train.save_every" in err
+    assert sorted(p.name for p in run.rglob("*")) == before  # nothing evaluated
 
 
 def test_select_writes_the_tables(runs, capsys):
@@ -159,6 +252,12 @@ def test_select_writes_the_tables(runs, capsys):
     out = capsys.readouterr().out
     assert "chosen: epoch 3" in out and "| epoch 3: eps_max = 3 x 0.1 = 0.3 (chosen)" in out
     assert "0 (Validation)" in out and "Best epoch" in out
+    # one unit throughout: percent, in both tables and in the verdict
+    assert "Accuracy (%) per checkpoint" in out and re.search(r"accuracy \d+\.\d\d% >= "
+                                                              r"50\.00%", out)
+    cells = [c.strip() for line in out.splitlines() if line.startswith("| noise=")
+             for c in line.split("|")[2:-2]]
+    assert cells and all(re.fullmatch(r"\d{1,3}\.\d\d", c) for c in cells)
     md = (run / "eval" / "select-test.md").read_text()
     assert "chosen: epoch 3" in md
     rows = (run / "eval" / "select-test.csv").read_text().splitlines()

@@ -616,3 +616,21 @@ def test_the_same_folder_twice_gets_two_labels(finished):
 
     labels = unique_labels([finished, finished])
     assert len(set(labels)) == 2 and not any(label.startswith("//") for label in labels)
+
+
+def test_a_run_from_before_a_config_key_existed_resumes(tmp_path):
+    """A run whose stored config lacks keys added since (here the class names and the
+    positive class) resumes: the stored config is resolved again, the new keys taking
+    their defaults, instead of being taken for an edited config.yaml."""
+    out = tmp_path / "run"
+    train(tiny_config(epochs=1), out, progress=False)
+    path = out / "checkpoint.pt"
+    payload = runs.load_checkpoint(path)
+    for section, key in (("data", "class_names"), ("eval", "positive_class")):
+        del payload["config"][section][key]
+    torch.save(payload, path)
+    old = yaml.safe_load((out / "config.yaml").read_text())
+    del old["data"]["class_names"], old["eval"]["positive_class"]
+    (out / "config.yaml").write_text(yaml.safe_dump(old))
+    resumed = train(None, out, resume=True, overrides=["train.epochs=2"], progress=False)
+    assert resumed.epoch == 2

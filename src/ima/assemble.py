@@ -16,6 +16,7 @@ from .tasks import get_task
 
 __all__ = [
     "data_bounds",
+    "data_class_names",
     "data_task",
     "dataset_from_config",
     "method_from_config",
@@ -23,20 +24,28 @@ __all__ = [
     "optimizer_from_config",
 ]
 
-_DATA_KEYS = ("name", "batch_size", "eval_batch_size", "num_workers")
+_DATA_KEYS = ("name", "batch_size", "eval_batch_size", "num_workers", "class_names")
 
 
 def dataset_from_config(config: dict, split: str):
-    """The ``split`` ("train", "val" or "test") of the config's dataset."""
+    """The ``split`` ("train", "val" or "test") of the config's dataset, with the config's
+    ``data.class_names`` (see :func:`ima.data.build_dataset`)."""
     data = config["data"]
     kwargs = {k: v for k, v in data.items() if k not in _DATA_KEYS}
-    return build_dataset(data["name"], split, **kwargs)
+    return build_dataset(data["name"], split, class_names=data.get("class_names"), **kwargs)
 
 
 def data_bounds(data):
     """The valid input range of a dataset (or of a DataLoader's dataset): its ``bounds``
     attribute; image data without the attribute is in [0, 1]. The one place ima looks."""
     return getattr(getattr(data, "dataset", data), "bounds", (0.0, 1.0))
+
+
+def data_class_names(data) -> list[str] | None:
+    """The classes' names in label order of a dataset (or of a DataLoader's dataset): its
+    ``class_names`` attribute; None when it does not name them. The one place ima looks."""
+    names = getattr(getattr(data, "dataset", data), "class_names", None)
+    return None if names is None else [str(n) for n in names]
 
 
 def data_task(data):

@@ -10,9 +10,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .attacks.autoattack import COMPONENTS as AUTOATTACK_COMPONENTS
-from .attacks.autoattack import VERSIONS as AUTOATTACK_VERSIONS
-from .evaluation.attacks import EVALUATION_ATTACKS
+from .choices import AUTOATTACK_COMPONENTS, AUTOATTACK_VERSIONS, EVALUATION_ATTACK_NAMES
 
 __all__ = ["main"]
 
@@ -55,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eps", type=_eps, help="comma-separated noise levels (default: the "
                    "config's eval.eps)")
     p.add_argument("--norm", choices=("l2", "linf"), help="default: the config's eval.norm")
-    p.add_argument("--attack", choices=tuple(EVALUATION_ATTACKS),
+    p.add_argument("--attack", choices=EVALUATION_ATTACK_NAMES,
                    help="pgd: the paper's 100-PGD (default: "
                    "eval.attack); spsa: black-box SPSA (appendix H.2); uniform-noise, "
                    "gaussian-noise: random noise; autoattack: AutoAttack (APGD-CE, APGD-T, "
@@ -75,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "estimate (default 2048)")
     p.add_argument("--query-batch", type=_int(1), help="most SPSA queries per forward pass "
                    "(default 4096; bounds memory)")
-    p.add_argument("--aa-version", choices=AUTOATTACK_VERSIONS, help="AutoAttack's version: "
+    p.add_argument("--aa-version", choices=tuple(AUTOATTACK_VERSIONS), help="AutoAttack's version: "
                    "standard (default) or rand (APGD-CE and APGD-DLR with expectation over "
                    "transformation, for randomised models)")
     p.add_argument("--aa-attacks", type=_names(AUTOATTACK_COMPONENTS), metavar="LIST",
@@ -85,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default 5000)")
     p.add_argument("--eot", type=_int(1), help="passes averaged per APGD iterate in "
                    "AutoAttack (default: 20 for --aa-version rand, else 1)")
+    p.add_argument("--art-restarts", type=_int(1), help="restarts of each attack of "
+                   "autoattack-art (default 5)")
+    p.add_argument("--positive-class", metavar="NAME", help="positive class of sensitivity "
+                   "and specificity: a class name (an index for data without names); "
+                   "default eval.positive_class, else label 1")
     p.add_argument("--no-checks", action="store_true", help="skip the sanity checks")
     p.add_argument("--no-resume", action="store_true", help="start afresh instead of resuming "
                    "a killed evaluation of the same settings from the batches it had finished")
@@ -122,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "with the table and figures")
     p.set_defaults(func=_report)
     _add_analysis_commands(commands)
+    _add_import_commands(commands)
+    _add_measure_command(commands)
     return parser
 
 
@@ -192,7 +197,7 @@ def _evaluate_in(args, ctx) -> int:
     import torch
 
     from .evaluation import evaluate_run
-    from .reporting.tables import clinical_table, robustness_table
+    from .reporting.tables import clinical_tables, robustness_table
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -201,7 +206,7 @@ def _evaluate_in(args, ctx) -> int:
     options = {key: getattr(args, flag) for flag, key in (
         ("draws", "draws"), ("spsa_samples", "n_samples"), ("query_batch", "query_batch"),
         ("aa_version", "version"), ("aa_attacks", "attacks"),
-        ("square_queries", "square_queries"), ("eot", "eot"))
+        ("square_queries", "square_queries"), ("eot", "eot"), ("art_restarts", "restarts"))
         if getattr(args, flag) is not None}
     result, path = evaluate_run(
         args.run_dir, epoch=args.epoch, eps=args.eps, norm=args.norm, attack=args.attack,
@@ -210,6 +215,7 @@ def _evaluate_in(args, ctx) -> int:
         seed=args.seed, precision=args.precision, channels_last=args.channels_last,
         compile=args.compile, checks=not args.no_checks, check_samples=args.check_samples,
         progress=not args.no_progress, ctx=ctx, resume=not args.no_resume,
+        positive_class=args.positive_class,
     )
     if not ctx.is_main:
         return 0
@@ -218,8 +224,8 @@ def _evaluate_in(args, ctx) -> int:
     if result.tvdi is not None:
         for metric in ("tvdi", "adi"):
             print(robustness_table(labelled, metric=metric).to_markdown())
-    if result.per_class_accuracy:
-        print(clinical_table(*labelled[0]).to_markdown())
+    for table in clinical_tables(labelled):
+        print(table.to_markdown())
     for check in result.checks:
         verdict = {True: "passed", False: "FAILED", None: "skipped"}[check["passed"]]
         print(f"check {check['name']}: {verdict}: {check['detail']}")
@@ -228,7 +234,7 @@ def _evaluate_in(args, ctx) -> int:
 
 
 def _report(args) -> int:
-    from .reporting.tables import load_results, robustness_table
+    from .reporting.tables import load_results, report_tables
 
     names = [name.strip() for name in args.eval.split(",") if name.strip()]
     results = []
@@ -237,19 +243,25 @@ def _report(args) -> int:
             results.append((label if len(names) == 1 else f"{label} {name}", result))
     for flag in ("csv", "markdown", "html"):
         _check_output_file(getattr(args, flag), f"--{flag}")
-    table = robustness_table(results, metric=args.metric, ci=args.ci)
-    print(table.to_markdown())
+    tables = report_tables(results, metric=args.metric, ci=args.ci)
+    table, text = tables[0], "\n".join(t.to_markdown() for t in tables)
+    print(text)
+    written = []
     if args.csv:
         Path(args.csv).write_text(table.to_csv())
+        written.append(args.csv)
     if args.markdown:
-        Path(args.markdown).write_text(table.to_markdown())
+        Path(args.markdown).write_text(text)
+        written.append(args.markdown)
     if args.html:
         from .reporting.html import html_report
 
         page = html_report(args.run_dirs, names[0], metric=args.metric, table=table)
         Path(args.html).parent.mkdir(parents=True, exist_ok=True)
         Path(args.html).write_text(page)
-        print(f"wrote {args.html}")
+        written.append(args.html)
+    for path in written:
+        print(f"wrote {path}")
     return 0
 
 
@@ -322,8 +334,9 @@ def _add_analysis_commands(commands) -> None:
     q.add_argument("--out", metavar="FILE", help=out_help)
     q.set_defaults(func=_plot_noise)
 
-    q = kinds.add_parser("samples", help="clean and 100-PGD adversarial images with their "
-                         "predicted labels (Fig. 1, 15)")
+    q = kinds.add_parser("samples", help="clean and 100-PGD adversarial images, taken in "
+                         "turns from each class, beside their amplified perturbations, with "
+                         "the predicted labels (Fig. 1, 15)")
     q.add_argument("run_dir", metavar="RUN_DIR")
     q.add_argument("--eps", type=_eps, help="comma-separated noise levels (default: eval.eps)")
     q.add_argument("--n", type=_int(1), default=8, help="number of images (rows)")
@@ -336,8 +349,9 @@ def _add_analysis_commands(commands) -> None:
     q.add_argument("--out", metavar="FILE", help=out_help)
     q.set_defaults(func=_plot_samples)
 
-    p = commands.add_parser("select", help="choose the checkpoint with the largest margins "
-                            "whose validation accuracy meets a threshold (appendix C.2)")
+    p = commands.add_parser("select", help="choose the kept checkpoint (two or more) with "
+                            "the largest margins whose validation accuracy meets a threshold "
+                            "(appendix C.2)")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--min-val-acc", type=_real(0.0, 1.0), required=True, metavar="FRACTION",
                    help="least clean validation accuracy, e.g. 0.9")
@@ -438,15 +452,15 @@ def _plot_noise(args) -> int:
 def _plot_samples(args) -> int:
     import torch
 
-    from .evaluation.examples import sample_images
+    from .analysis import samples_by_class
     from .reporting.figures import plot_samples
     from .runs import load_run
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     run = load_run(args.run_dir, epoch=args.epoch)
-    samples = sample_images(run, eps=args.eps, n=args.n, steps=args.steps, split=args.split,
-                            norm=args.norm, seed=args.seed)
+    samples = samples_by_class(run, eps=args.eps, n=args.n, steps=args.steps,
+                               split=args.split, norm=args.norm, seed=args.seed)
     fig = plot_samples(samples, label=Path(args.run_dir).resolve().name,
                        classes=run.config["model"].get("num_classes"))
     _save(fig, args, "samples")
@@ -457,11 +471,11 @@ def _select(args) -> int:
     import torch
 
     from .analysis import (
-        checkpoint_epochs,
         epoch_table,
         eps_max_table,
         evaluate_checkpoints,
         select_checkpoint,
+        selectable_epochs,
     )
     from .runs import read_config, read_metrics
 
@@ -469,7 +483,7 @@ def _select(args) -> int:
         torch.set_num_threads(args.threads)
     run_dir = Path(args.run_dir)
     config, metrics = read_config(run_dir), read_metrics(run_dir)
-    selection = select_checkpoint(metrics, checkpoint_epochs(run_dir),
+    selection = select_checkpoint(metrics, selectable_epochs(run_dir, config),
                                   min_val_acc=args.min_val_acc)
     results = evaluate_checkpoints(
         run_dir, eps=args.eps, norm=args.norm,
@@ -501,6 +515,88 @@ def _suggest_eps(args) -> int:
     suggestion = suggest_eps(margins, quantile=args.quantile, eps_max=eps_max, method=method)
     print(f"{args.run_dir} (epoch {run.epoch}):")
     print(suggestion.summary())
+    return 0
+
+
+# --- a dataset's scale before training (measure) ----------------------------------------
+
+
+def _add_measure_command(commands) -> None:
+    p = commands.add_parser(
+        "measure", help="before training: how far apart a dataset's classes lie (distance "
+        "of each sample to the nearest of another class, L2 and Linf, L2 also as per-pixel "
+        "RMS) and the noise levels and eps_max that follow")
+    p.add_argument("--config", required=True, help="YAML config naming the data")
+    p.add_argument("--split", choices=("train", "val", "test"), default="train",
+                   help="default: train")
+    p.add_argument("--max-samples", type=_int(2), default=2000, help="measure a seeded random "
+                   "subset of this many samples (default 2000)")
+    p.add_argument("--seed", type=_int(0), default=0, help="seed of the subset")
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+        help="override a config value (repeatable)")
+    p.set_defaults(func=_measure)
+
+
+def _measure(args) -> int:
+    import torch
+
+    from .analysis.data_scale import measure_data
+    from .assemble import data_bounds, data_task, dataset_from_config
+    from .config import load_config
+    from .tasks import ClassificationTask
+
+    config = load_config(args.config, args.overrides)
+    data = dataset_from_config(config, args.split)
+    if not isinstance(data_task(data), ClassificationTask):
+        raise UsageError("ima measure measures class distances of classification data; "
+                         f"{config['data']['name']!r} is a segmentation dataset")
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(args.seed))
+    picked = [data[int(i)] for i in order[:args.max_samples]]
+    x = torch.stack([torch.as_tensor(item[0]) for item in picked])
+    y = torch.tensor([int(item[1]) for item in picked])
+    scale = measure_data(x, y, bounds=data_bounds(data), max_samples=len(y))
+    print(f"{config['data']['name']} ({args.split}): {scale.summary()}")
+    return 0
+
+
+# --- models trained elsewhere (import-model) ----------------------------------------------
+
+
+def _add_import_commands(commands) -> None:
+    p = commands.add_parser(
+        "import-model", help="make a run folder from a model trained elsewhere (its factory "
+        "named in a config, and its state_dict), for evaluate, report, plot and export")
+    p.add_argument("--config", required=True, help="YAML config naming the data and the "
+                   "model (model.name: a registered name or your factory 'module:function')")
+    p.add_argument("--weights", required=True, metavar="FILE", help="the model's state_dict, "
+                   "saved with torch.save(model.state_dict(), FILE) (a whole pickled model "
+                   "is not read)")
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder to create")
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+        help="override a config value (repeatable), e.g. --set eval.eps=[0,0.5,1]",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing ima run "
+                   "folder (only what ima wrote in it)")
+    p.set_defaults(func=_import_model)
+
+
+def _import_model(args) -> int:
+    from .importing import import_model
+
+    for flag in ("config", "weights", "out"):
+        if not getattr(args, flag).strip():
+            raise UsageError(f"--{flag} must name a path, got an empty value")
+    run = import_model(args.config, args.weights, args.out, overrides=args.overrides,
+                       overwrite=args.overwrite)
+    name = run.config["model"]["name"]
+    params = sum(p.numel() for p in run.model.parameters())
+    print(f"imported {name} ({params} parameters) from {args.weights} into {run.dir} "
+          "(epoch 0, no training metrics)")
+    if any(":" in str(run.config[s]["name"]) for s in ("data", "model")):
+        print(f"its config names your code: open it with --trust-code, e.g. "
+              f"ima --trust-code evaluate {run.dir}")
     return 0
 
 

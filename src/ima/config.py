@@ -19,6 +19,7 @@ import yaml
 
 from .acceleration import PRECISIONS
 from .data import DATASETS
+from .data.dataset import check_class_names
 from .lp import check_norm
 from .methods import METHODS
 from .models import MODELS
@@ -40,7 +41,8 @@ SECTIONS = ("data", "model", "method", "optim", "train", "eval")
 
 #: Keys of each section that are not passed on to a factory, with their defaults.
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "data": {"name": None, "batch_size": 128, "eval_batch_size": 512, "num_workers": 0},
+    "data": {"name": None, "batch_size": 128, "eval_batch_size": 512, "num_workers": 0,
+             "class_names": None},
     "model": {"name": None},
     "method": {"name": "ce"},
     "optim": {
@@ -73,6 +75,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "steps": 100,
         "split": "test",
         "max_samples": None,
+        "positive_class": None,
         "precision": "fp32",
         "channels_last": False,
         "compile": False,
@@ -272,7 +275,7 @@ def _factory_kwargs(section: str, factory, given: dict) -> dict:
     named = {
         n: p for n, p in params.items()
         if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-        and n != "split"
+        and n != "split" and n not in DEFAULTS[section]  # (data.class_names: a section key)
     }
     unknown = sorted(set(given) - set(named))
     if unknown and not takes_any:
@@ -347,6 +350,7 @@ def resolve_config(raw: dict) -> dict:
     check_int("eval.steps", evals["steps"], low=1)
     if evals["max_samples"] is not None:
         check_int("eval.max_samples", evals["max_samples"], low=1)
+    _check_positive_class(evals["positive_class"])
     _check_speed_options("eval", evals)
 
     out = {}
@@ -361,6 +365,8 @@ def resolve_config(raw: dict) -> dict:
     check_int("data.batch_size", out["data"]["batch_size"], low=1)
     check_int("data.eval_batch_size", out["data"]["eval_batch_size"], low=1)
     check_int("data.num_workers", out["data"]["num_workers"], low=0)
+    names = check_class_names(out["data"]["class_names"], key="data.class_names")
+    out["data"]["class_names"] = None if names is None else list(names)
 
     method = sections["method"]
     name = method.pop("name", "ce")
@@ -369,6 +375,17 @@ def resolve_config(raw: dict) -> dict:
     out["method"] = {"name": name, **_as_plain(config)}
     out["optim"], out["train"], out["eval"] = optim, train, evals
     return out
+
+
+def _check_positive_class(value) -> None:
+    """eval.positive_class: None (class 1 of two), a class name, or a label index."""
+    if value is None or (isinstance(value, str) and value.strip()):
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(
+            f"eval.positive_class must be a class name (or, for data without class names, "
+            f"a label index >= 0), got {value!r}"
+        )
 
 
 def _check_speed_options(section: str, values: dict) -> None:

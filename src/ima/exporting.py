@@ -3,7 +3,10 @@ that the exported file computes what the original model computes.
 
 The exported model takes the run's inputs as they are (images in ``[0, 1]``: any
 normalisation lives inside the model) and returns its raw outputs (logits), with a
-free batch dimension. Every export is read back from disk and run on a few inputs of
+free batch dimension. Beside the file, ``<file>.json`` says what the outputs mean: the
+class names in output order (``class_names``, null when the data has none), the positive
+class of a binary model (``eval.positive_class``), the input shape and range, and the run
+and epoch it came from. Every export is read back from disk and run on a few inputs of
 the run's test split; the file is kept only if its outputs match the original's within
 ``atol + rtol * max|output|``, else it is deleted and :class:`ExportMismatch` is raised.
 
@@ -23,6 +26,7 @@ Formats:
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
 import tempfile
@@ -32,10 +36,13 @@ from pathlib import Path
 
 import torch
 
-from .runs import Run, load_run
+from .assemble import data_bounds, data_class_names, data_task
+from .runs import Run, atomic_write, load_run
+from .tasks import ClassificationTask
 from .validation import check_choice, check_int, check_real
 
-__all__ = ["FORMATS", "ExportMismatch", "ExportResult", "MissingExtra", "export_model"]
+__all__ = ["FORMATS", "ExportMismatch", "ExportResult", "MissingExtra", "export_metadata",
+           "export_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,12 +69,17 @@ class ExportResult:
     n_checked: int
     input_shape: tuple[int, ...]
     checker: str
+    class_names: list[str] | None = None
+    metadata_path: Path | None = None
 
     def summary(self) -> str:
+        classes = (f"; outputs are the classes {', '.join(self.class_names)}"
+                   if self.class_names else "")
         return (f"wrote {self.path} ({self.format}); inputs (batch, "
                 f"{', '.join(map(str, self.input_shape))}); outputs match the original on "
                 f"{self.n_checked} test inputs ({self.checker}): max abs diff "
-                f"{self.max_abs_diff:.3g} <= tolerance {self.tolerance:.3g}")
+                f"{self.max_abs_diff:.3g} <= tolerance {self.tolerance:.3g}{classes}; "
+                f"metadata in {self.metadata_path}")
 
 
 def _need(*modules: str) -> None:
@@ -166,6 +178,29 @@ def _write_onnx(model, example, path):
 _WRITERS = {"torchscript": _write_torchscript, "onnx": _write_onnx, "export": _write_export}
 
 
+def export_metadata(run: Run, *, format: str, path: Path, input_shape,
+                    num_classes: int | None) -> dict:
+    """What an exported file's outputs and inputs mean: ``class_names`` (output ``k`` is
+    class ``class_names[k]``; None when the data names none), ``positive_class`` and
+    ``positive_class_name`` (a binary model's positive class, ``eval.positive_class``),
+    ``input_shape``, ``bounds`` (the valid input range), and the run and epoch."""
+    from .evaluation.results import positive_index
+
+    data = run.dataset("test")
+    names = data_class_names(data)
+    classification = isinstance(data_task(data), ClassificationTask)
+    positive = (positive_index(run.config["eval"].get("positive_class"), names, num_classes)
+                if classification else None)
+    bounds = data_bounds(data)
+    return {
+        "file": path.name, "format": format, "input_shape": list(map(int, input_shape)),
+        "bounds": None if bounds is None else list(bounds), "num_classes": num_classes,
+        "class_names": names, "positive_class": positive,
+        "positive_class_name": None if positive is None or names is None else names[positive],
+        "run": str(run.dir), "epoch": run.epoch,
+    }
+
+
 def export_model(run, *, format: str = "torchscript", path=None, epoch: int | None = None,
                  n_check: int = 16, atol: float = 1e-4, rtol: float = 1e-4) -> ExportResult:
     """Write a run's model (``format``: torchscript, onnx or export) to ``path`` (default
@@ -173,7 +208,8 @@ def export_model(run, *, format: str = "torchscript", path=None, epoch: int | No
     inputs and on a batch of one (batch sizes other than the example's 2, so a batch
     size baked into the file is caught). Raises :class:`ExportMismatch` (the file is removed) when
     ``max|exported - original| > atol + rtol * max|original|``; :class:`MissingExtra`
-    when the ONNX packages are missing.
+    when the ONNX packages are missing. The metadata (class names, positive class, input
+    shape and range, run and epoch) go to ``<path>.json`` (:func:`export_metadata`).
     """
     format = check_choice("format", format, FORMATS)
     n_check = check_int("n_check", n_check, low=3)
@@ -226,7 +262,13 @@ def export_model(run, *, format: str = "torchscript", path=None, epoch: int | No
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+    metadata = export_metadata(run, format=format, path=path, input_shape=inputs.shape[1:],
+                               num_classes=expected.shape[1] if expected.dim() > 1 else None)
+    metadata_path = path.with_name(path.name + ".json")
+    text = json.dumps(metadata, indent=1)
+    atomic_write(metadata_path, lambda tmp: Path(tmp).write_text(text))
     result = ExportResult(path, format, diff, tolerance, len(inputs),
-                          tuple(inputs.shape[1:]), checker)
+                          tuple(inputs.shape[1:]), checker, metadata["class_names"],
+                          metadata_path)
     logger.debug("%s", result.summary())
     return result

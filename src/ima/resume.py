@@ -67,7 +67,9 @@ def resume_config(run_dir, overrides=(), *, trust_code: bool | None = None):
         stored, done = on_disk, 0
     else:
         payload = runs.load_checkpoint(latest)
-        stored, done = payload.get("config", on_disk), int(payload["epoch"])
+        # resolved again: a key added to the config since the run started is filled with
+        # its default, not taken for an edit
+        stored, done = resolve_config(payload.get("config", on_disk)), int(payload["epoch"])
     given = override_keys(overrides)
     unsafe = [k for k in given if not _safe(k)]
     if unsafe:

@@ -3,9 +3,11 @@
 A run folder holds ``.ima-run`` (the marker that says ima made it), ``config.yaml``
 (fully resolved), ``metrics.csv`` (one row per epoch), ``checkpoint.pt`` (the latest),
 ``checkpoints/epoch-NNN.pt`` (every ``save_every`` epochs) and evaluation results under
-``eval/``. Files are written atomically (a temporary file, then a rename) with the
-permissions of an ordinary new file; checkpoints are read with
-``torch.load(..., weights_only=True)``, so a checkpoint cannot run code, and a config
+``eval/``; a folder made by :func:`ima.import_model` from a model trained elsewhere holds
+the marker (naming where the weights came from, :func:`imported_from`), the config and
+``checkpoint.pt`` of epoch 0, and nothing of training. Files are written atomically (a
+temporary file, then a rename) with the permissions of an ordinary new file; checkpoints
+are read with ``torch.load(..., weights_only=True)``, so a checkpoint cannot run code, and a config
 that names code outside ima (``"module:function"``) is imported only when the user opts
 in (:func:`check_trusted`), so opening a run folder from elsewhere cannot run code either.
 """
@@ -13,6 +15,7 @@ in (:func:`check_trusted`), so opening a run folder from elsewhere cannot run co
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import os
@@ -32,6 +35,7 @@ __all__ = [
     "Run",
     "check_trusted",
     "checkpoint_path",
+    "imported_from",
     "load_checkpoint",
     "load_run",
     "prepare_run_dir",
@@ -88,7 +92,8 @@ def is_run_folder(run_dir) -> bool:
 
 
 def prepare_run_dir(
-    run_dir, *, resume: bool = False, overwrite: bool = False, check_only: bool = False
+    run_dir, *, resume: bool = False, overwrite: bool = False, check_only: bool = False,
+    imported_from: str | None = None,
 ) -> Path:
     """Make ``run_dir`` ready for a new run; never overwrite an existing run unless asked.
 
@@ -96,7 +101,9 @@ def prepare_run_dir(
     only what ima wrote there (:data:`WRITTEN`); anything else in it is kept and named in
     a warning. ``check_only`` raises what the call would raise but changes nothing on
     disk (so a caller can fail early, then try everything that can fail at start, and
-    only then replace the folder).
+    only then replace the folder). ``imported_from``: where the weights of an imported
+    model came from, recorded in the marker (:func:`imported_from`). A folder of an
+    imported model cannot be resumed: it has no training state.
     """
     if resume and overwrite:
         raise ValueError("choose one of resume and overwrite, not both")
@@ -104,6 +111,13 @@ def prepare_run_dir(
     if resume:
         if not (run_dir / CONFIG_FILE).is_file():
             raise FileNotFoundError(f"cannot resume: {str(run_dir)!r} holds no {CONFIG_FILE}")
+        if _marker(run_dir).get("imported_from") is not None:
+            raise ValueError(
+                f"cannot resume {str(run_dir)!r}: it holds a model imported by `ima "
+                "import-model`, not a training run (no optimizer state); to train it "
+                f"further, start a new run from its weights: ima train --config FILE --out "
+                f"NEW_DIR --init-from {run_dir}"
+            )
         return run_dir
     _check_writable_place(run_dir)
     if run_dir.exists() and any(run_dir.iterdir()):
@@ -122,9 +136,29 @@ def prepare_run_dir(
         _remove_written(run_dir)
     if not check_only:
         run_dir.mkdir(parents=True, exist_ok=True)
-        text = json.dumps({"format": RUN_FORMAT}) + "\n"
+        marker = {"format": RUN_FORMAT}
+        if imported_from is not None:
+            marker["imported_from"] = str(imported_from)
+        text = json.dumps(marker) + "\n"
         atomic_write(run_dir / MARKER_FILE, lambda tmp: Path(tmp).write_text(text))
     return run_dir
+
+
+def imported_from(run_dir) -> str | None:
+    """Where the weights of a run folder made by :func:`ima.import_model` came from (a
+    file, or a model passed in Python), as its marker records; None for a training run
+    (or a folder without a readable marker)."""
+    source = _marker(run_dir).get("imported_from")
+    return source if isinstance(source, str) else None
+
+
+def _marker(run_dir) -> dict:
+    """The run folder's marker as a dict (empty when there is none or it is unreadable)."""
+    try:
+        marker = json.loads((Path(run_dir) / MARKER_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return marker if isinstance(marker, dict) else {}
 
 
 def _check_writable_place(run_dir: Path) -> None:
@@ -288,7 +322,13 @@ def load_checkpoint(path, map_location="cpu") -> dict:
             f"checkpoint {str(path)!r} is corrupt or not a safe ima checkpoint: {err}"
         ) from err
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{str(path)!r} is not an ima checkpoint (format {CHECKPOINT_FORMAT})")
+        hint = ""
+        if isinstance(payload, dict) and payload and all(
+                isinstance(v, torch.Tensor) for v in payload.values()):
+            hint = ("; it looks like a plain state_dict: make a run folder of it with "
+                    "`ima import-model --config FILE --weights PATH --out RUN_DIR`")
+        raise ValueError(
+            f"{str(path)!r} is not an ima checkpoint (format {CHECKPOINT_FORMAT}){hint}")
     return payload
 
 
@@ -374,6 +414,11 @@ class Run:
 
     def metrics(self) -> list[dict]:
         return read_metrics(self.dir)
+
+    def with_dataset(self, split: str, dataset) -> Run:
+        """A copy of the run whose ``split`` is ``dataset`` (e.g. the split reordered for
+        a figure); the model, method and other splits are shared."""
+        return dataclasses.replace(self, _datasets={**self._datasets, split: dataset})
 
 
 def load_run(run_dir, epoch: int | None = None, *, map_location="cpu",

@@ -20,9 +20,9 @@ from .config import apply_overrides, load_config, resolve_config
 from .data import ArrayDataset
 from .modes import eval_mode
 from .resume import resume_config
-from .tasks import get_task
+from .tasks import ClassificationTask, get_task
 
-__all__ = ["batches", "clean_accuracy", "select_device", "train"]
+__all__ = ["batches", "clean_accuracy", "select_device", "train", "with_class_names"]
 
 logger = logging.getLogger(__name__)
 
@@ -231,8 +231,11 @@ def train(
     outside ima (:func:`ima.runs.check_trusted`).
 
     Everything that can fail at start (data, model, method, optimizer, one forward and
-    backward pass of the method on the first batch) is tried before the run folder is
-    created or, with ``overwrite``, emptied.
+    backward pass of the method on the first batch, the model's input channels against
+    the data's, ``eval.positive_class`` against the class names) is tried before the run
+    folder is created or, with ``overwrite``, emptied. A new run's ``config.yaml`` records
+    the data's class names (``data.class_names``, from the folders, the files or the
+    dataset) when it has them.
     """
     out_dir = Path(out_dir)
     changes: dict = {}
@@ -255,11 +258,60 @@ def train(
     return runs.load_run(out_dir, trust_code=True)  # the config was checked above
 
 
+def with_class_names(config: dict, train_set) -> dict:
+    """The config with ``data.class_names`` set to the names the dataset gives its classes
+    (unchanged when it gives none); ``eval.positive_class`` is checked against them."""
+    names = assemble.data_class_names(train_set)
+    if names is not None:
+        config = {**config, "data": {**config["data"], "class_names": names}}
+    from .evaluation.results import positive_index  # the evaluation's rule, checked early
+
+    num_classes = len(names) if names is not None else getattr(train_set, "num_classes", None)
+    if num_classes is not None and isinstance(assemble.data_task(train_set), ClassificationTask):
+        try:
+            positive_index(config["eval"]["positive_class"], names, num_classes)
+        except ValueError as err:
+            raise ValueError(f"eval.{err}") from None
+    return config
+
+
+def _first_conv(model) -> tuple[list, list]:
+    """Hooks that record the first convolution the model runs: (its expected input
+    channels, the channels it was given)."""
+    seen: list = []
+
+    def hook(module, args):
+        if not seen and args and isinstance(args[0], torch.Tensor) and args[0].dim() > 1:
+            seen.append((module.in_channels, int(args[0].shape[1])))
+
+    convs = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
+    handles = [m.register_forward_pre_hook(hook) for m in model.modules()
+               if isinstance(m, convs)]
+    return seen, handles
+
+
+def _channel_mismatch(config: dict, seen: list, channels: int) -> str | None:
+    """The one-line error of a model whose first convolution expects other input channels
+    than the data has, with how to fix it; None when that is not what failed."""
+    if not seen or seen[0][1] != channels or seen[0][0] == channels:
+        return None
+    expected = seen[0][0]
+    fixes = []
+    if "grey" in config["data"] and {expected, channels} == {1, 3}:
+        fixes.append("set data.grey: false to load them as RGB" if channels == 1
+                     else "set data.grey: true to load them as grey")
+    fixes.append(f"give the model in_channels: {channels}" if "in_channels" in config["model"]
+                 else f"give the model a first layer that takes {channels} channel(s)")
+    return (f"the model expects {expected} input channels but the images have {channels} "
+            f"({', or '.join(fixes)})")
+
+
 def try_first_step(config: dict, model, train_set, device) -> None:
     """Run the method's forward and backward pass on the first batch, on copies of the
     model and method, and restore the random state: whatever would fail at the first
-    step (a model that does not fit the data, a model whose output is not one logits
-    tensor) fails before the run folder is touched, as a one-line ``ValueError``."""
+    step (a model that does not fit the data, such as one expecting other input
+    channels than the images have, a model whose output is not one logits tensor) fails
+    before the run folder is touched, as a one-line ``ValueError``."""
     t = config["train"]
     rng = _rng_state()
     try:
@@ -269,6 +321,7 @@ def try_first_step(config: dict, model, train_set, device) -> None:
                          device=device)
         size = min(config["data"]["batch_size"], len(train_set))
         x, y, index = next(batches(train_set, size, order=torch.arange(size), device=device))
+        seen, handles = _first_conv(probe)
         try:
             with eval_mode(probe), torch.no_grad():
                 out = probe(x)
@@ -280,11 +333,17 @@ def try_first_step(config: dict, model, train_set, device) -> None:
             step = method(net, x, y, index, 0)
             step.loss.backward()
         except (RuntimeError, IndexError) as err:
+            mismatch = _channel_mismatch(config, seen, int(x.shape[1])) if x.dim() > 1 else None
+            if mismatch is not None:
+                raise ValueError(mismatch) from None
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise ValueError(
                 f"the model does not fit the data: the first training step on inputs of "
                 f"shape {tuple(x.shape)} failed: {first}"
             ) from None
+        finally:
+            for handle in handles:
+                handle.remove()
     finally:
         _set_rng_state(rng)
 
@@ -312,6 +371,8 @@ def _train(config, out_dir: Path, ctx, *, resume, overwrite, progress, init_from
     # method fails to build must not leave a half-made folder behind, nor wipe the
     # existing run that --overwrite was about to replace.
     train_set = assemble.dataset_from_config(config, "train")
+    if not resume:  # a resumed run keeps the config stored in its checkpoint
+        config = with_class_names(config, train_set)
     val_set = assemble.dataset_from_config(config, t["val_split"]) if t["val_split"] else None
     model = assemble.model_from_config(config).to(device)
     method = assemble.method_from_config(config, train_set)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..evaluation import EvaluationResult, evaluate_run
 from ..reporting.tables import Table
-from ..runs import read_config
+from ..runs import imported_from, read_config
 from ..validation import check_int, check_real
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "evaluate_checkpoints",
     "margin_bound",
     "select_checkpoint",
+    "selectable_epochs",
 ]
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,27 @@ def checkpoint_epochs(run_dir) -> list[int]:
         if match:
             epochs.append(int(match.group(1)))
     return sorted(epochs)
+
+
+def selectable_epochs(run_dir, config: dict) -> list[int]:
+    """The epochs of the checkpoints :func:`select_checkpoint` chooses among in a run
+    folder (``config``: its resolved config); a one-line ``ValueError`` when there are
+    fewer than two, saying why (an imported model, or ``train.save_every`` at least the
+    number of epochs trained)."""
+    source = imported_from(run_dir)
+    if source is not None:
+        raise ValueError(
+            f"{str(run_dir)!r} holds a model imported by `ima import-model` (one checkpoint, "
+            "no training metrics); select chooses among the checkpoints of a training run")
+    epochs = checkpoint_epochs(run_dir)
+    if len(epochs) < 2:
+        t = config["train"]
+        saved = f"one saved checkpoint (epoch {epochs[0]})" if epochs else "no saved checkpoint"
+        raise ValueError(
+            f"{str(run_dir)!r} has {saved}; select chooses among two or more: train with "
+            f"train.save_every below train.epochs (here {t['save_every']} and "
+            f"{t['epochs']}), e.g. --set train.save_every=1")
+    return epochs
 
 
 def margin_bound(config: dict, epoch: int) -> float | None:
@@ -79,7 +101,8 @@ def select_checkpoint(metrics: list[dict], epochs, *, min_val_acc: float) -> Che
     ``min_val_acc``.
 
     metrics: rows of ``metrics.csv`` (``epoch`` and ``val_acc`` columns, clean accuracy
-    as a fraction); epochs: the saved checkpoints' epochs. IMA's largest margin grows
+    as a fraction); epochs: the saved checkpoints' epochs, at least two. The reason
+    gives accuracies in percent, as the tables do. IMA's largest margin grows
     with the epoch (at most ``M * delta_eps`` after ``M`` epochs), so among the
     checkpoints that keep the clean validation accuracy the user asks for, the latest
     is the most robust one (Tables 23/24; H.1 finds IMA's best checkpoint is the last).
@@ -90,9 +113,9 @@ def select_checkpoint(metrics: list[dict], epochs, *, min_val_acc: float) -> Che
     min_val_acc = check_real("min_val_acc", min_val_acc, low=0.0, high=1.0)
     by_epoch = {int(r["epoch"]): r for r in metrics if "epoch" in r}
     epochs = sorted(int(e) for e in epochs)
-    if not epochs:
-        raise ValueError("the run has no saved checkpoints (checkpoints/epoch-NNN.pt); "
-                         "train with train.save_every set")
+    if len(epochs) < 2:
+        raise ValueError(f"selection needs two or more saved checkpoints, got {len(epochs)} "
+                         "(checkpoints/epoch-NNN.pt); train with a smaller train.save_every")
     candidates = []
     for e in epochs:
         value = by_epoch.get(e, {}).get("val_acc")
@@ -108,14 +131,14 @@ def select_checkpoint(metrics: list[dict], epochs, *, min_val_acc: float) -> Che
         best = max(known, key=lambda c: c["val_acc"])
         return CheckpointSelection(
             None, min_val_acc, candidates,
-            f"no checkpoint reaches validation accuracy {min_val_acc:.4f}; the best is "
-            f"epoch {best['epoch']} with {best['val_acc']:.4f}",
+            f"no checkpoint reaches validation accuracy {_pct(min_val_acc)}%; the best is "
+            f"epoch {best['epoch']} with {_pct(best['val_acc'])}%",
         )
     pick = chosen[-1]
     return CheckpointSelection(
         pick["epoch"], min_val_acc, candidates,
         f"epoch {pick['epoch']} is the latest checkpoint (largest margins) with validation "
-        f"accuracy {pick['val_acc']:.4f} >= {min_val_acc:.4f}",
+        f"accuracy {_pct(pick['val_acc'])}% >= {_pct(min_val_acc)}%",
     )
 
 
@@ -230,8 +253,8 @@ def eps_max_table(config: dict, results: dict[int, EvaluationResult], metrics: l
 
 def epoch_table(results: dict[int, EvaluationResult]) -> Table:
     """Tables 26-28 (robust overfitting, appendix H.1): one row per noise level, one
-    column per checkpoint epoch (accuracy as a fraction), and the epoch that is best at
-    that level (the latest among ties)."""
+    column per checkpoint epoch (accuracy %, like :func:`eps_max_table`; the paper gives
+    fractions), and the epoch that is best at that level (the latest among ties)."""
     if not results:
         raise ValueError("epoch_table needs at least one evaluated checkpoint")
     epochs = sorted(results)
@@ -244,9 +267,9 @@ def epoch_table(results: dict[int, EvaluationResult]) -> Table:
             if level in by_eps:
                 values[epoch] = by_eps[level]
         best = max(values, key=lambda k: (values[k], k)) if values else None
-        rows.append([f"noise={level:g}", *(f"{values[k]:.4f}" if k in values else ""
+        rows.append([f"noise={level:g}", *(_pct(values[k]) if k in values else ""
                                            for k in epochs), str(best)])
     first = results[epochs[0]]
-    title = (f"Accuracy per checkpoint on the {first.split} set under "
+    title = (f"Accuracy (%) per checkpoint on the {first.split} set under "
              f"{first.params.get('steps')}-PGD ({first.norm.upper()} norm; appendix H.1)")
     return Table(title, ["Epoch", *map(str, epochs), "Best epoch"], rows)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..runs import imported_from
 from ..validation import check_real
 
 __all__ = [
@@ -24,6 +25,9 @@ def run_margins(run) -> tuple[torch.Tensor, float | None, str]:
     name. Raises ValueError for methods that keep no margins (all but ima and mma)."""
     store = getattr(run.method, "margins", None)
     name = run.config["method"]["name"]
+    if imported_from(run.dir) is not None:
+        raise ValueError(f"run {str(run.dir)!r} holds a model imported by `ima import-model`: "
+                         "it has no margins (ima and mma estimate them while training)")
     if store is None or not hasattr(store, "margins"):
         raise ValueError(
             f"run {str(run.dir)!r} was trained with method {name!r}, which keeps no "

@@ -80,8 +80,9 @@ def apgd(
     norm's ascent direction) and ``x_{k+1} = P(x_k + momentum (z - x_k) + (1 - momentum)
     (x_k - x_{k-1}))``, the first step without momentum. At the checkpoints of
     :func:`checkpoints` the step halves, and the iterate restarts from the point of
-    highest loss, when fewer than ``rho`` of the steps since the last checkpoint raised
-    the loss, or when neither the step nor the highest loss changed since then.
+    highest loss, when at most ``rho`` of the steps since the last checkpoint raised
+    the loss (the authors' code; the paper writes "fewer than"), or when neither the step
+    nor the highest loss changed since then.
 
     ``loss``: ``"dlr"`` (:func:`dlr_loss`, classification) or one of the task's losses
     (``"ce"``, ``"margin"``; for segmentation ``"dice_ce"``, ``"ce"``, ``"margin"``).
@@ -223,13 +224,14 @@ def _checkpoint(s: WorkingSet, rho: float, k: int, marks: set[int]) -> torch.Ten
     return where it did (B,)."""
     earlier = [m for m in marks if m < k]
     span = k - (max(earlier) if earlier else 0)
-    stalled = (s["gains"] < rho * span) | (
+    stalled = (s["gains"] <= rho * span) | (
         (s["step"] == s["last_step"]) & (s["best"] == s["last_best"]))
     s["last_step"], s["last_best"] = s["step"].clone(), s["best"].clone()
     s["step"] = torch.where(stalled, s["step"] / 2, s["step"])
     wide = lp.expand_as_batch(stalled, s["cur"])
+    # the momentum of the next step still points from the iterate before the last step
+    # (the authors' code keeps it; resetting it too would zero the momentum)
     s["cur"] = torch.where(wide, s["best_x"], s["cur"])
-    s["prev"] = torch.where(wide, s["best_x"], s["prev"])
     s["gains"] = torch.zeros_like(s["gains"])
     s["value"] = torch.where(stalled, s["best"], s["value"])
     return stalled

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .. import lp
+from ..choices import AUTOATTACK_COMPONENTS, AUTOATTACK_VERSIONS
 from ..modes import eval_mode
 from ..tasks import SegmentationTask, Task
 from ..validation import check_choice, check_int
@@ -49,14 +50,11 @@ from .square import square
 
 __all__ = ["COMPONENTS", "VERSIONS", "AutoAttackResult", "autoattack", "components_of"]
 
-#: every component attack, by the authors' names (``apgd-margin`` is ours: APGD on the
-#: task's margin loss, the segmentation stand-in for APGD-DLR)
-COMPONENTS = ("apgd-ce", "apgd-dlr", "apgd-margin", "apgd-t", "fab-t", "square")
-#: the components of each version, for classifiers and for segmenters
-VERSIONS = {
-    "standard": ("apgd-ce", "apgd-t", "fab-t", "square"),
-    "rand": ("apgd-ce", "apgd-dlr"),
-}
+#: every component attack, by the authors' names, and each version's components for
+#: classifiers (defined in :mod:`ima.choices`, which the command line reads without torch)
+COMPONENTS = AUTOATTACK_COMPONENTS
+VERSIONS = AUTOATTACK_VERSIONS
+#: the components of each version for segmenters
 SEGMENTATION_VERSIONS = {
     "standard": ("apgd-ce", "apgd-margin", "apgd-t", "square"),
     "rand": ("apgd-ce", "apgd-margin"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import operator
 from typing import Any
@@ -10,7 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ima.data.cifar import cifar10
-from ima.data.dataset import SPLITS, ArrayDataset
+from ima.data.dataset import SPLITS, ArrayDataset, check_class_names
 from ima.data.decathlon import (
     decathlon,
     decathlon_heart,
@@ -50,7 +51,7 @@ DATASETS.register("decathlon_hippocampus")(decathlon_hippocampus)
 DATASETS.register("decathlon_prostate")(decathlon_prostate)
 
 
-def build_dataset(name: str, split: str, **kwargs: Any) -> Dataset:
+def build_dataset(name: str, split: str, *, class_names=None, **kwargs: Any) -> Dataset:
     """Build split ``split`` of dataset ``name``; its items are ``(x, y, index)``.
 
     ``name`` is a registered name (``DATASETS.names()``) or a user factory
@@ -58,19 +59,51 @@ def build_dataset(name: str, split: str, **kwargs: Any) -> Dataset:
     return a ``torch.utils.data.Dataset`` whose item ``i`` is ``(x, y, i)`` (the index,
     an int in ``[0, len)``, keys per-sample state such as IMA margins). Images are
     expected in [0, 1].
+
+    ``class_names`` (``data.class_names``): the classes' names in label order. A factory
+    that takes ``class_names`` itself gets them (``image_folder`` orders its folders by
+    them, ``npz`` checks them against its files); otherwise a dataset that names its
+    classes (its ``class_names`` attribute) must name them so, and one that does not
+    takes these names.
     """
     check_choice("split", split, SPLITS)
     factory = DATASETS.get(name)
+    class_names = check_class_names(class_names, key="data.class_names")
+    takes_names = "class_names" in inspect.signature(factory).parameters
+    if takes_names and class_names is not None:
+        kwargs["class_names"] = list(class_names)
     dataset = factory(split=split, **kwargs)
-    if isinstance(dataset, ArrayDataset):
+    if not isinstance(dataset, ArrayDataset):
+        if not isinstance(dataset, Dataset):
+            raise TypeError(
+                f"dataset factory {name!r} must return a torch.utils.data.Dataset, "
+                f"got {type(dataset).__name__}"
+            )
+        _check_first_item(name, dataset)
+        logger.debug("built user dataset %r split %r: %r", name, split, dataset)
+    return _named(name, dataset, class_names)
+
+
+def _named(name: str, dataset: Dataset, class_names) -> Dataset:
+    """``dataset`` with the config's class names: its own must be the same; a dataset
+    without names takes them (an ``ArrayDataset``: one per class)."""
+    if class_names is None:
         return dataset
-    if not isinstance(dataset, Dataset):
-        raise TypeError(
-            f"dataset factory {name!r} must return a torch.utils.data.Dataset, "
-            f"got {type(dataset).__name__}"
-        )
-    _check_first_item(name, dataset)
-    logger.debug("built user dataset %r split %r: %r", name, split, dataset)
+    own = getattr(dataset, "class_names", None)
+    if own is not None:
+        own = check_class_names(own, key=f"dataset {name!r}: class_names")
+        if own != class_names:
+            raise ValueError(
+                f"data.class_names {list(class_names)} disagree with the names dataset "
+                f"{name!r} gives its classes, {list(own)} (in label order)"
+            )
+        return dataset
+    check_class_names(class_names, getattr(dataset, "num_classes", None),
+                      key="data.class_names")
+    try:
+        dataset.class_names = class_names
+    except AttributeError as err:
+        raise TypeError(f"dataset {name!r} cannot take data.class_names: {err}") from None
     return dataset
 
 

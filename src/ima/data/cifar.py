@@ -11,7 +11,7 @@ from ima.data.dataset import ArrayDataset
 from ima.data.files import as_path, require_root
 from ima.data.sampling import check_split_settings, image_split
 
-__all__ = ["cifar10", "read_cifar_batch"]
+__all__ = ["CLASS_NAMES", "cifar10", "read_cifar_batch"]
 
 _OBTAIN = (
     "https://www.cs.toronto.edu/~kriz/cifar.html (the python version, "
@@ -20,6 +20,10 @@ _OBTAIN = (
 _TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 _TEST_FILES = ("test_batch",)
 _FOLDER = "cifar-10-batches-py"
+
+#: CIFAR-10's class names, by label (the ``label_names`` of ``batches.meta``).
+CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+               "ship", "truck")
 
 # The only globals a CIFAR batch needs: the real files (Python 2 cPickle, protocol 2)
 # rebuild their uint8 array with numpy's _reconstruct, ndarray and dtype. Files pickled
@@ -134,7 +138,8 @@ def cifar10(
     """CIFAR-10 (Krizhevsky 2009): 32x32 RGB images of ten object classes.
 
     Returns an ``ArrayDataset`` with x (N, 3, 32, 32) float32 (bytes / 255, in [0, 1]),
-    y (N,) in 0..9, ``bounds=(0.0, 1.0)``.
+    y (N,) in 0..9, ``bounds=(0.0, 1.0)``, class names ``CLASS_NAMES`` (airplane,
+    automobile, bird, cat, deer, dog, frog, horse, ship, truck).
 
     Files: the python version's pickled batches ``data_batch_1`` ... ``data_batch_5``
     and ``test_batch``, in ``root`` or in ``root/cifar-10-batches-py/`` (the folder the
@@ -163,4 +168,5 @@ def cifar10(
     parts = [read_cifar_batch(folder / n) for n in names]
     x = np.concatenate([p[0] for p in parts])
     y = np.concatenate([p[1] for p in parts])
-    return image_split("cifar10", split, x, y, val_size=val_size, n_train=n_train, seed=seed)
+    return image_split("cifar10", split, x, y, val_size=val_size, n_train=n_train, seed=seed,
+                       class_names=CLASS_NAMES)

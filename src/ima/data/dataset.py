@@ -13,7 +13,30 @@ from ima.validation import check_bounds, check_int
 #: The split names every dataset takes.
 SPLITS = ("train", "val", "test")
 
-__all__ = ["ArrayDataset"]
+__all__ = ["ArrayDataset", "check_class_names"]
+
+
+def check_class_names(names, num_classes: int | None = None, *, key: str = "class_names"):
+    """``names`` as a tuple of distinct non-empty strings, one per class in label order
+    (``None`` stays None); ``num_classes``, when known, must be their number.
+
+    ``key`` names the setting in errors (``"data.class_names"``)."""
+    if names is None:
+        return None
+    if isinstance(names, str) or not isinstance(names, list | tuple):
+        raise TypeError(f"{key} must be a list of class names in label order, got {names!r}")
+    if not all(isinstance(n, str) and n.strip() for n in names):
+        raise TypeError(
+            f"{key} must hold non-empty strings (quote numbers: ['0', '1']), got {list(names)!r}"
+        )
+    if len(set(names)) != len(names):
+        repeated = sorted({n for n in names if list(names).count(n) > 1})
+        raise ValueError(f"{key} must not repeat a name, got {repeated} more than once")
+    if num_classes is not None and len(names) != num_classes:
+        raise ValueError(
+            f"{key} names {len(names)} class(es) {list(names)} but the data has {num_classes}"
+        )
+    return tuple(names)
 
 
 class ArrayDataset(Dataset):
@@ -28,6 +51,9 @@ class ArrayDataset(Dataset):
     ``task``: what "correct" and "loss" mean for this data (an ``ima.tasks.Task``, e.g. a
     ``SegmentationTask`` for label maps); ``None`` is classification. Training and
     evaluation read it from the dataset, as they read ``bounds``.
+    ``class_names``: the name of each class in label order (``class_names[k]`` is label
+    ``k``), or ``None`` when the data does not name its classes; results, tables and
+    exports show them (:func:`ima.assemble.data_class_names` reads them).
     """
 
     def __init__(
@@ -40,6 +66,7 @@ class ArrayDataset(Dataset):
         split: str,
         bounds: tuple[float, float] | None = None,
         task: Task | None = None,
+        class_names=None,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"name must be a non-empty string, got {name!r}")
@@ -48,6 +75,8 @@ class ArrayDataset(Dataset):
         where = f"dataset {name!r} ({split})"
         num_classes = check_int("num_classes", num_classes, low=2)
         bounds = check_bounds(bounds)
+        class_names = check_class_names(class_names, num_classes,
+                                        key=f"{where}: class_names")
 
         x = torch.as_tensor(x)
         y = torch.as_tensor(y)
@@ -98,6 +127,7 @@ class ArrayDataset(Dataset):
         self.split = split
         self.bounds = bounds
         self.task = None if task is None else get_task(task)
+        self.class_names = class_names
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -120,6 +120,17 @@ def _read_index(root: Path, dataset: str) -> dict:
     return index
 
 
+def _label_names(labels, num_classes: int) -> tuple[str, ...] | None:
+    """dataset.json's label names by label ("0": "background", "1": "left atrium"), or
+    None when its keys are not the labels 0..K-1 or its names are not distinct."""
+    if not isinstance(labels, dict):
+        return None
+    names = [labels.get(str(k)) for k in range(num_classes)]
+    if not all(isinstance(n, str) and n.strip() for n in names) or len(set(names)) != len(names):
+        return None
+    return tuple(names)
+
+
 def _modality_index(index: dict, modality, dataset: str) -> int:
     names = {int(k): str(v) for k, v in index.get("modality", {"0": "?"}).items()}
     if isinstance(modality, str):
@@ -234,7 +245,8 @@ def decathlon(
     :class:`~ima.tasks.SegmentationTask` with Dice ``threshold``, ``empty_dice`` (how a
     slice with no foreground in truth and prediction is scored: ``"skip"``, ``"zero"`` or
     ``"one"``) and ``dice_inclusive`` (correct means Dice >= threshold instead of >),
-    its ``num_classes`` the number of labels in dataset.json, and ``slices`` lists
+    its ``num_classes`` the number of labels in dataset.json (their names its
+    ``class_names``), and ``slices`` lists
     ``(case, slice)`` per sample.
     """
     check_choice("split", split, SPLITS)
@@ -299,7 +311,7 @@ def decathlon(
     logger.debug("read %d cases (%d slices) of %r %s", len(chosen), x.shape[0], name, split)
     dataset = ArrayDataset(
         x, y, num_classes=num_classes, name=name, split=split, bounds=(0.0, 1.0),
-        task=task,
+        task=task, class_names=_label_names(index["labels"], num_classes),
     )
     dataset.slices = slices
     return dataset

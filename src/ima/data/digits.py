@@ -24,7 +24,7 @@ def digits(
     """The 1797 UCI handwritten digits as 1x8x8 images in [0, 1], ten classes.
 
     Returns an ``ArrayDataset`` with x (N, 1, 8, 8) float32 (the 0..16 intensities
-    divided by 16), y (N,) in 0..9, ``bounds=(0.0, 1.0)``.
+    divided by 16), y (N,) in 0..9 (class names "0".."9"), ``bounds=(0.0, 1.0)``.
 
     Not a dataset of the paper: a fast real-image stand-in for tests and examples.
     The split is stratified by class and fixed by ``seed``: ``round(test_fraction * 1797)``
@@ -73,6 +73,7 @@ def digits(
         y_split,
         num_classes=_NUM_CLASSES,
         name="digits",
+        class_names=tuple(str(d) for d in range(_NUM_CLASSES)),
         split=split,
         bounds=(0.0, 1.0),
     )

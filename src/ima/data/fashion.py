@@ -12,9 +12,13 @@ from ima.data.dataset import ArrayDataset
 from ima.data.files import as_path, find_file
 from ima.data.sampling import check_split_settings, image_split
 
-__all__ = ["FASHION_MNIST_DIRS", "fashion_mnist", "read_idx"]
+__all__ = ["CLASS_NAMES", "FASHION_MNIST_DIRS", "fashion_mnist", "read_idx"]
 
 _NUM_CLASSES = 10
+
+#: Fashion-MNIST's class names, by label (Xiao et al. 2017).
+CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+               "Sneaker", "Bag", "Ankle boot")
 
 #: Folders searched, in order, when ``root`` is not given. The first is where Debian's
 #: ``dataset-fashion-mnist`` package installs the four gzip files; the second is where
@@ -156,7 +160,8 @@ def fashion_mnist(
     """Fashion-MNIST (Xiao et al. 2017): 28x28 grey images of clothing, ten classes.
 
     Returns an ``ArrayDataset`` with x (N, 1, 28, 28) float32 (bytes / 255, in [0, 1]),
-    y (N,) in 0..9, ``bounds=(0.0, 1.0)``.
+    y (N,) in 0..9, ``bounds=(0.0, 1.0)``, class names ``CLASS_NAMES`` (T-shirt/top,
+    Trouser, Pullover, Dress, Coat, Sandal, Shirt, Sneaker, Bag, Ankle boot).
 
     Files: the original IDX files ``train-images-idx3-ubyte.gz``,
     ``train-labels-idx1-ubyte.gz``, ``t10k-images-idx3-ubyte.gz`` and
@@ -179,4 +184,5 @@ def fashion_mnist(
 
     images, labels = _read_pair(dirs, "test" if split == "test" else "train")
     return image_split("fashion_mnist", split, images[:, None], labels, val_size=val_size,
-                       n_train=n_train, seed=seed, num_classes=_NUM_CLASSES)
+                       n_train=n_train, seed=seed, num_classes=_NUM_CLASSES,
+                       class_names=CLASS_NAMES)

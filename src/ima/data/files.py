@@ -19,6 +19,7 @@ __all__ = [
     "as_path",
     "check_size",
     "find_file",
+    "is_grey_file",
     "list_images",
     "read_image",
     "require_root",
@@ -130,6 +131,21 @@ def list_images(folder: Path) -> list[Path]:
 
 
 _HIGH_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
+
+#: Pillow modes of single-channel images (grey, with or without alpha, any bit depth).
+GREY_MODES = ("1", "L", "LA", "F", *_HIGH_BIT_MODES)
+
+
+def is_grey_file(path: Path) -> bool:
+    """Whether an image file holds one channel (Pillow mode in ``GREY_MODES``); only its
+    header is read."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            return img.mode in GREY_MODES
+    except (OSError, UnidentifiedImageError, SyntaxError) as err:
+        raise ValueError(f"cannot read image {str(path)!r}: {err}") from err
 
 
 def read_image(path: Path, *, size: tuple[int, int] | None, grey: bool) -> np.ndarray:

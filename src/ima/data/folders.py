@@ -13,8 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ima.data.dataset import SPLITS, ArrayDataset
-from ima.data.files import IMAGE_EXTENSIONS, check_size, read_image, require_root
+from ima.data.dataset import SPLITS, ArrayDataset, check_class_names
+from ima.data.files import (
+    IMAGE_EXTENSIONS,
+    check_size,
+    is_grey_file,
+    read_image,
+    require_root,
+)
 from ima.data.sampling import split_off, take_train_subset
 from ima.validation import check_choice, check_int, check_real
 
@@ -22,6 +28,8 @@ __all__ = ["class_images", "covid_ct", "image_folder", "load_images"]
 
 logger = logging.getLogger(__name__)
 
+#: covid_ct's class names, by label (0 uninfected, 1 infected, as in the paper).
+COVID_CLASS_NAMES = ("non-COVID", "COVID")
 
 
 def class_images(folder: Path) -> list[Path]:
@@ -102,7 +110,7 @@ def _finish(
     seed: int,
     size,
     grey: bool,
-    num_classes: int,
+    class_names: tuple[str, ...],
     name: str,
 ) -> ArrayDataset:
     labels = np.array([label for _, label in items], dtype=np.int64)
@@ -115,7 +123,8 @@ def _finish(
     x = load_images([p for p, _ in items], size=size, grey=grey, dataset=name)
     logger.debug("read %d images for %r %s", len(items), name, split)
     return ArrayDataset(
-        x, labels, num_classes=num_classes, name=name, split=split, bounds=(0.0, 1.0)
+        x, labels, num_classes=len(class_names), name=name, split=split, bounds=(0.0, 1.0),
+        class_names=class_names,
     )
 
 
@@ -128,7 +137,8 @@ def image_folder(
     *,
     root=None,
     size: int | list[int] | None = None,
-    grey: bool = False,
+    grey: bool | None = None,
+    class_names: list[str] | None = None,
     classes: list[str] | None = None,
     val_fraction: float = 0.1,
     test_fraction: float = 0.2,
@@ -137,12 +147,19 @@ def image_folder(
 ) -> ArrayDataset:
     """A folder of image files, one sub-folder per class; your own images.
 
-    Returns an ``ArrayDataset`` with x (N, C, H, W) float32 in [0, 1] (C = 1 with
-    ``grey``, else 3 (RGB)), y (N,) the class index, ``bounds=(0.0, 1.0)``. Files ending
-    in .png, .jpg, .jpeg, .bmp, .tif or .tiff are read with Pillow (8-bit images / 255,
-    16-bit / 65535), at any depth below the class folder. ``size`` (an int or
-    [height, width]) resizes every image (bilinear, aspect ratio not kept); with
-    ``size=None`` all images must share one size.
+    Returns an ``ArrayDataset`` with x (N, C, H, W) float32 in [0, 1], y (N,) the class
+    index, ``bounds=(0.0, 1.0)`` and ``class_names`` the class folders' names in label
+    order. Files ending in .png, .jpg, .jpeg, .bmp, .tif or .tiff are read with Pillow
+    (8-bit images / 255, 16-bit / 65535), at any depth below the class folder. ``size``
+    (an int or [height, width]) resizes every image (bilinear, aspect ratio not kept);
+    with ``size=None`` all images must share one size.
+
+    Channels: ``grey=None`` (the default) decides from the files of every class and
+    split (so all splits agree): C = 1 when every file is single-channel (Pillow modes
+    "1", "L", "LA", "I", "I;16", "F"), else C = 3 (RGB), and a folder that mixes grey
+    and colour files is loaded as RGB with a log line saying so. ``grey=True`` loads
+    every image as grey (ITU-R 601 luma), ``grey=False`` as RGB; either is honoured
+    even when the files say otherwise, with a log line.
 
     Two layouts, told apart by whether ``root`` has a sub-folder named ``train``:
 
@@ -154,11 +171,13 @@ def image_folder(
       ``round(test_fraction * n_c)`` of its ``n_c`` images for "test",
       ``round(val_fraction * n_c)`` for "val", the rest for "train".
 
-    Labels: ``classes`` lists the class folder names in label order (label = position);
-    by default the sorted names of every class folder found (across all split folders,
-    so labels agree between splits). ``n_train``, when given, keeps a stratified subset
-    of that many "train" images, fixed by ``seed``. Only the requested split's images are
-    read.
+    Labels: ``class_names`` lists the class folder names in label order (label =
+    position); it must name every class folder found, and only those. By default the
+    folders' names sorted (across all split folders, so labels agree between splits).
+    ``classes`` is the older name of ``class_names`` (kept so earlier configs and run
+    folders work; giving both with different values is an error). ``n_train``, when
+    given, keeps a stratified subset of that many "train" images, fixed by ``seed``. Only
+    the requested split's images are read.
     """
     check_choice("split", split, SPLITS)
     folder = require_root(
@@ -166,8 +185,8 @@ def image_folder(
         expects="one sub-folder of images per class (or train/ and test/ folders of those)",
     )
     size = check_size(size)
-    if not isinstance(grey, bool):
-        raise TypeError(f"grey must be a bool, got {grey!r}")
+    if grey is not None and not isinstance(grey, bool):
+        raise TypeError(f"grey must be true, false or null (decide from the files), got {grey!r}")
     val_fraction = _check_fraction("val_fraction", val_fraction)
     test_fraction = _check_fraction("test_fraction", test_fraction)
     seed = check_int("seed", seed, low=0)
@@ -177,29 +196,18 @@ def image_folder(
     presplit = (folder / "train").is_dir()
     tops = [folder / s for s in SPLITS if (folder / s).is_dir()] if presplit else [folder]
     found = sorted({c for top in tops for c in _subfolders(top)})
-    if classes is None:
-        classes = found
-    else:
-        if not isinstance(classes, list | tuple) or not all(isinstance(c, str) for c in classes):
-            raise TypeError(f"classes must be a list of folder names, got {classes!r}")
-        if len(set(classes)) != len(classes):
-            raise ValueError(f"classes must not repeat a name, got {classes!r}")
-        classes = list(classes)
-        unknown = sorted(set(found) - set(classes))
-        if unknown:
-            raise ValueError(
-                f"dataset 'image_folder': class folder(s) {unknown} under {str(folder)!r} "
-                f"are not in classes={classes}"
-            )
-    if len(classes) < 2:
+    key, given = _given_names(class_names, classes)
+    names = tuple(found) if given is None else _check_against_folders(key, given, found, folder)
+    if len(names) < 2:
         raise ValueError(
             f"dataset 'image_folder' needs at least 2 class folders under "
             f"{', '.join(repr(str(t)) for t in tops)}, found {found}"
         )
 
     def images_of(top: Path) -> list[list[Path]]:
-        return [class_images(top / c) if (top / c).is_dir() else [] for c in classes]
+        return [class_images(top / c) if (top / c).is_dir() else [] for c in names]
 
+    grey = _channels(grey, [p for top in tops for paths in images_of(top) for p in paths])
     if presplit:
         if split == "test" or (split == "val" and (folder / "val").is_dir()):
             top = folder / split
@@ -219,7 +227,7 @@ def image_folder(
                 items = [train[i] for i in (val_idx if split == "val" else train_idx)]
     else:
         by_class = images_of(folder)
-        empty = [c for c, paths in zip(classes, by_class, strict=True) if not paths]
+        empty = [c for c, paths in zip(names, by_class, strict=True) if not paths]
         if empty:
             raise ValueError(
                 f"dataset 'image_folder': class folder(s) {empty} under {str(folder)!r} hold "
@@ -232,8 +240,63 @@ def image_folder(
         )[split]
     return _finish(
         items, split=split, n_train=n_train, seed=seed, size=size, grey=grey,
-        num_classes=len(classes), name="image_folder",
+        class_names=names, name="image_folder",
     )
+
+
+def _given_names(class_names, classes) -> tuple[str, tuple[str, ...] | None]:
+    """The class names the config gives, and the key it gives them under."""
+    class_names = check_class_names(class_names, key="class_names")
+    classes = check_class_names(classes, key="classes")
+    if class_names is not None and classes is not None and class_names != classes:
+        raise ValueError(
+            f"dataset 'image_folder': class_names {list(class_names)} and classes "
+            f"{list(classes)} differ; give class_names only (classes is its older name)"
+        )
+    if class_names is not None:
+        return "class_names", class_names
+    return "classes", classes
+
+
+def _check_against_folders(key: str, names: tuple[str, ...], found: list[str],
+                           folder: Path) -> tuple[str, ...]:
+    """``names`` (the config's, in label order) must name exactly the class folders."""
+    unknown = sorted(set(found) - set(names))
+    missing = [n for n in names if n not in found]
+    if unknown or missing:
+        problems = ([f"class folder(s) {unknown} under it are not in {key}"] if unknown
+                    else []) + ([f"no folder for {missing}"] if missing else [])
+        raise ValueError(
+            f"dataset 'image_folder': {key}={list(names)} disagree with the class folders "
+            f"{found} under {str(folder)!r}: {'; '.join(problems)}"
+        )
+    return names
+
+
+def _channels(grey: bool | None, paths: list[Path]) -> bool:
+    """Whether to load the images as grey: ``grey`` when given (logged when the files say
+    otherwise), else True when every file is single-channel."""
+    flags = [is_grey_file(p) for p in paths]
+    n_grey = sum(flags)
+    n_colour = len(flags) - n_grey
+    colour = next((p for p, g in zip(paths, flags, strict=True) if not g), None)
+    if grey is True and n_colour:
+        logger.warning(
+            "image_folder: data.grey is true: %d colour image(s) (e.g. %s) are converted to "
+            "grey (1 channel)", n_colour, colour)
+    elif grey is False and flags and not n_colour:
+        logger.info(
+            "image_folder: data.grey is false: the %d images are all grey; each is loaded as "
+            "3 equal RGB channels", n_grey)
+    elif grey is None and n_grey and n_colour:
+        logger.warning(
+            "image_folder: %d grey and %d colour image(s) (e.g. %s): all are loaded as RGB "
+            "(3 channels); set data.grey: true to load them as grey", n_grey, n_colour, colour)
+    elif grey is None:
+        logger.info("image_folder: the %d images are %s: loading %s", len(flags),
+                    "grey" if not n_colour else "colour",
+                    "1 channel" if not n_colour else "3 channels (RGB)")
+    return grey if grey is not None else n_colour == 0
 
 
 _COVID_OBTAIN = (
@@ -262,7 +325,7 @@ def covid_ct(
     Returns an ``ArrayDataset`` with x (N, 1, H, W) float32 in [0, 1] (grey, Pillow's
     luma of the RGB scans, resized to ``size``, by default 224x224 as in the paper,
     bilinear, aspect ratio not kept), y (N,) with 0 = uninfected (``non-COVID``) and
-    1 = infected (``COVID``), as in the paper, ``bounds=(0.0, 1.0)``.
+    1 = infected (``COVID``), as in the paper (the class names), ``bounds=(0.0, 1.0)``.
 
     Files: ``root/COVID/`` (1252 scans) and ``root/non-COVID/`` (1230 scans), image files
     at any depth. Folder names are matched ignoring case and punctuation, so
@@ -315,5 +378,5 @@ def covid_ct(
     items = _split_per_class(by_class, lambda n: (n_test, n_val), seed)[split]
     return _finish(
         items, split=split, n_train=n_train, seed=seed, size=size, grey=True,
-        num_classes=2, name="covid_ct",
+        class_names=COVID_CLASS_NAMES, name="covid_ct",
     )

@@ -77,7 +77,8 @@ def svhn(
     """SVHN (Netzer et al. 2011), cropped digits: 32x32 RGB house-number digits.
 
     Returns an ``ArrayDataset`` with x (N, 3, 32, 32) float32 (bytes / 255, in [0, 1]),
-    y (N,) the digit 0..9 (the files' label 10 is the digit 0), ``bounds=(0.0, 1.0)``.
+    y (N,) the digit 0..9 (the files' label 10 is the digit 0; class names "0".."9"),
+    ``bounds=(0.0, 1.0)``.
 
     Files: ``train_32x32.mat`` and ``test_32x32.mat`` (MATLAB v5) in ``root``; nothing
     is downloaded. The "extra" set is not used (the paper trains on the standard set).
@@ -96,4 +97,5 @@ def svhn(
     )
     path = find_file((_FILES[split],), [folder], dataset="svhn", obtain=_OBTAIN)
     x, y = read_svhn_mat(path)
-    return image_split("svhn", split, x, y, val_size=val_size, n_train=n_train, seed=seed)
+    return image_split("svhn", split, x, y, val_size=val_size, n_train=n_train, seed=seed,
+                       class_names=tuple(str(d) for d in range(10)))

@@ -23,7 +23,8 @@ def moons(
 ) -> ArrayDataset:
     """Two interleaving half-moons in 2-D, two classes (section 3.1).
 
-    Returns an ``ArrayDataset`` with x (N, 2) float32, y (N,) in {0, 1}, ``bounds=None``
+    Returns an ``ArrayDataset`` with x (N, 2) float32, y (N,) in {0, 1} (class names "0"
+    and "1"), ``bounds=None``
     (points are unbounded; nothing clips them). Sizes default to the paper's
     20000/2000/2000 train/val/test samples.
 
@@ -55,6 +56,7 @@ def moons(
         y.astype(np.int64),
         num_classes=2,
         name="moons",
+        class_names=("0", "1"),
         split=split,
         bounds=None,
     )

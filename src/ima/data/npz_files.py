@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ima.data.dataset import SPLITS, ArrayDataset
+from ima.data.dataset import SPLITS, ArrayDataset, check_class_names
 from ima.data.files import as_path, find_file, require_root, to_unit
 from ima.data.sampling import split_off, take_train_subset
 from ima.validation import check_choice, check_int, check_real
@@ -73,6 +73,35 @@ def _labels(y: np.ndarray, where: str) -> np.ndarray:
     if y.size and y.min() < 0:
         raise ValueError(f"{where}: labels must be >= 0, got {int(y.min())}")
     return y
+
+
+def _stored_names(archive, where: str) -> tuple[str, ...] | None:
+    """The file's optional ``class_names`` array (1-D strings, label order), or None."""
+    if "class_names" not in archive.files:
+        return None
+    names = _array(archive, "class_names", where)
+    if names.ndim != 1 or names.dtype.kind not in "US":
+        raise ValueError(
+            f"{where}: class_names must be a 1-D array of strings (label order), got "
+            f"shape {names.shape} dtype {names.dtype}"
+        )
+    values = [n.decode() if isinstance(n, bytes) else str(n) for n in names.tolist()]
+    return check_class_names(values, key=f"{where}: class_names")
+
+
+def _agreed_names(given, stored: list[tuple[tuple[str, ...], str]]):
+    """The class names: the config's (``given``) and the files' (``stored``: names and
+    where) must agree; None when nobody names the classes."""
+    names, source = given, "data.class_names"
+    for found, where in stored:
+        if names is None:
+            names, source = found, f"the class_names of {where}"
+        elif found != names:
+            raise ValueError(
+                f"dataset 'npz': {source} {list(names)} disagree with the class_names of "
+                f"{where} {list(found)}"
+            )
+    return names
 
 
 def _check_labels(y: np.ndarray, num_classes: int, where: str) -> None:
@@ -195,6 +224,7 @@ def npz(
     path=None,
     channels_last: bool = False,
     num_classes: int | None = None,
+    class_names: list[str] | None = None,
     val_fraction: float = 0.1,
     n_train: int | None = None,
     seed: int = 0,
@@ -220,7 +250,12 @@ def npz(
     Splits: without validation arrays, "val" is a stratified sample of
     ``round(val_fraction * n)`` of the ``n`` training samples, fixed by ``seed``, and
     "train" is the rest. ``n_train``, when given, keeps a stratified subset of that many
-    "train" samples. ``num_classes`` defaults to one more than the largest label in any
+    "train" samples.
+
+    Class names: a file may hold an array ``class_names`` (1-D strings, one per class in
+    label order; with ``root``, every file that holds one must hold the same), or the
+    config gives them (``class_names``); when both do, they must agree. ``num_classes``
+    defaults to the number of names, else to one more than the largest label in any
     split (at least 2).
     """
     check_choice("split", split, SPLITS)
@@ -237,7 +272,9 @@ def npz(
         n_train = check_int("n_train", n_train, low=1)
     if num_classes is not None:
         num_classes = check_int("num_classes", num_classes, low=2)
+    class_names = check_class_names(class_names, key="data.class_names")
 
+    stored = []
     if path is not None:
         file = as_path("path", path)
         if not file.is_file():
@@ -253,6 +290,9 @@ def npz(
             x = _array(archive, f"x_{source}", where)
             y = read_y(source)
             label_sets = [read_y(s) for s in SPLITS if s != "val" or have_val]
+            found = _stored_names(archive, where)
+            if found is not None:
+                stored.append((found, where))
     else:
         folder = require_root(root, dataset="npz", expects="train.npz and test.npz (val.npz)")
         have_val = (folder / "val.npz").is_file()
@@ -269,13 +309,23 @@ def npz(
             archive, where_s = open_split(s)
             with archive:
                 label_sets.append(_labels(_array(archive, "y", where_s), f"{where_s} (y)"))
+                found = _stored_names(archive, where_s)
+                if found is not None:
+                    stored.append((found, where_s))
                 if s == source:
                     x = _array(archive, "x", where_s)
                     y = label_sets[-1]
                     where = where_s
 
+    names = _agreed_names(class_names, stored)
+    if names is not None and num_classes is not None and num_classes != len(names):
+        raise ValueError(
+            f"dataset 'npz': num_classes={num_classes} but the class names are {len(names)}: "
+            f"{list(names)}"
+        )
     if num_classes is None:
-        num_classes = max(2, 1 + max((int(v.max()) for v in label_sets if v.size), default=0))
+        num_classes = len(names) if names is not None else max(
+            2, 1 + max((int(v.max()) for v in label_sets if v.size), default=0))
     _check_labels(y, num_classes, where)
     if x.ndim < 2:
         raise ValueError(f"{where}: x must have shape (N, ...), got {x.shape}")
@@ -306,4 +356,5 @@ def npz(
         name="npz",
         split=split,
         bounds=(0.0, 1.0),
+        class_names=names,
     )

@@ -122,13 +122,14 @@ def check_split_settings(
 
 def image_split(
     name: str, split: str, x, y, *, val_size: int, n_train: int | None, seed: int,
-    num_classes: int = 10,
+    num_classes: int = 10, class_names=None,
 ) -> ArrayDataset:
     """The ``split`` of a labelled image set: ``x``, ``y`` read from the test files for
     "test", else from the training files, of which :func:`train_val_indices` keeps the
-    "train" or "val" part. Images (uint8, or floats in [0, 1]) become float32 in [0, 1]."""
+    "train" or "val" part. Images (uint8, or floats in [0, 1]) become float32 in [0, 1];
+    ``class_names``: the name of each label, if known."""
     if split != "test":
         idx = train_val_indices(split, y, val_size=val_size, n_train=n_train, seed=seed)
         x, y = x[idx], y[idx]
     return ArrayDataset(to_unit(x, where=name), y, num_classes=num_classes, name=name,
-                        split=split, bounds=(0.0, 1.0))
+                        split=split, bounds=(0.0, 1.0), class_names=class_names)

@@ -95,4 +95,6 @@ def shapes(
     return ArrayDataset(
         x, y, num_classes=2 if classes == "binary" else 3, name="shapes", split=split,
         bounds=(0.0, 1.0), task=task,
+        class_names=("background", "shape") if classes == "binary"
+        else ("background", "disc", "square"),
     )

@@ -15,9 +15,11 @@ position (so a result does not depend on pooling or on the number of processes, 
 float rounding between forward passes of different sizes), hands the batches to the
 evaluation attack (:mod:`ima.evaluation.attacks`: each implements one interface), and
 assembles the :class:`~ima.evaluation.results.EvaluationResult`: Wilson intervals, per-class
-accuracies (sensitivity and specificity for binary models), for segmentation the TVDI and
-ADI of appendix I, and the sanity checks of :mod:`ima.evaluation.sanity`. With
-``partial=`` it keeps what it has finished in a file and resumes from it.
+accuracies (sensitivity and specificity of a named positive class for binary models), the
+confusion matrix at each level (from the robust masks and one clean pass per batch, made
+here), the data's class names, for segmentation the TVDI and ADI of appendix I, and the
+sanity checks of :mod:`ima.evaluation.sanity`. With ``partial=`` it keeps what it has
+finished in a file and resumes from it.
 
 Segmentation (a :class:`~ima.tasks.SegmentationTask`: correct means Dice above its
 threshold): each PGD run goes its full ``steps`` on every sample (a Dice can always drop
@@ -39,7 +41,8 @@ from pathlib import Path
 import torch
 
 from .. import distributed, lp
-from ..assemble import data_bounds, data_task
+from ..assemble import data_bounds, data_class_names, data_task
+from ..data.dataset import check_class_names
 from ..modes import eval_mode, kept_random_state
 from ..stats import wilson_interval
 from ..tasks import get_task
@@ -56,7 +59,14 @@ from .inputs import (
     pools,
     to_cpu,
 )
-from .results import EvaluationResult, auc, overlap_metrics, per_class_stats
+from .results import (
+    EvaluationResult,
+    auc,
+    confusion_matrices,
+    overlap_metrics,
+    per_class_stats,
+    positive_index,
+)
 from .sanity import cross_checks, run_checks
 
 __all__ = ["evaluate"]
@@ -77,6 +87,9 @@ class _Plan:
     indices: list[int] | None
     checks: bool
     check_samples: int
+    clean_level_added: bool
+    class_names: list[str] | None
+    positive_class: object
 
 
 def evaluate(
@@ -103,13 +116,16 @@ def evaluate(
     references=(),
     ctx=None,
     partial=None,
+    class_names="auto",
+    positive_class=None,
 ) -> EvaluationResult:
     """Accuracy of ``model`` under an attack (100-PGD by default) at each noise level of
     ``eps`` (L2 or Linf).
 
     data: a Dataset or an iterable of batches yielding ``(x, y)`` or ``(x, y, index)``.
     eps: absolute perturbation norms (a number, a list or a 1-D tensor); 0 (clean
-    accuracy) is added if missing and the levels are sorted. bounds: the valid input
+    accuracy) is added if missing (``result.clean_level_added`` says so) and the levels
+    are sorted. bounds: the valid input
     range; ``"auto"`` reads ``data.bounds`` (or ``data.dataset.bounds``), defaulting to
     ``(0, 1)``; None = unbounded. max_samples: evaluate the first ``max_samples`` samples
     only (recorded as the subset). losses: the losses of the PGD runs; None is the task's
@@ -130,14 +146,23 @@ def evaluate(
     process attacks every ``world``-th batch; all get the whole result). partial: a file
     where finished batches are kept, so that a killed evaluation resumes from them with
     the result of an uninterrupted run (one file per process under torchrun).
+    class_names: the classes' names in label order, recorded in the result; ``"auto"``
+    reads ``data.class_names`` like bounds (None: the data has none). positive_class: the
+    positive class of a binary model's sensitivity and specificity, a class name (or a
+    label for data without names); None is label 1. The result records it
+    (``positive_class``, ``positive_class_name``); a name that is not a class is a
+    ``ValueError`` naming the choices.
     """
     task = data_task(data) if task == "auto" else get_task(task)
     if bounds == "auto":
         bounds = data_bounds(data)
+    if isinstance(class_names, str) and class_names == "auto":
+        class_names = data_class_names(data)
     plan = _plan(attack=attack, norm=norm, steps=steps, losses=losses, task=task,
                  random_start=random_start, bounds=bounds, eps=eps, batch_size=batch_size,
                  seed=seed, max_samples=max_samples, per_class=per_class, options=options,
-                 checks=checks, check_samples=check_samples)
+                 checks=checks, check_samples=check_samples, class_names=class_names,
+                 positive_class=positive_class)
     if per_class is not None:
         data, plan.indices = first_per_class(data, per_class, batch_size)
     began = time.perf_counter()
@@ -154,7 +179,8 @@ def evaluate(
 
 
 def _plan(*, attack, norm, steps, losses, task, random_start, bounds, eps, batch_size, seed,
-          max_samples, per_class, options, checks, check_samples) -> _Plan:
+          max_samples, per_class, options, checks, check_samples, class_names,
+          positive_class) -> _Plan:
     """Validate the settings (one-line errors naming the parameter)."""
     chosen = evaluation_attack(attack)
     lp.check_norm(norm)
@@ -182,15 +208,20 @@ def _plan(*, attack, norm, steps, losses, task, random_start, bounds, eps, batch
     for loss in losses:
         task.check_loss(loss)
     levels = sorted({check_real("eps", e, low=0.0) for e in eps_values(eps)})
-    if levels[0] != 0.0:
+    clean_level_added = levels[0] != 0.0
+    if clean_level_added:
         levels.insert(0, 0.0)
+    names = check_class_names(class_names, key="class_names")
+    if names is not None:  # a bad positive class fails before any attack
+        positive_index(positive_class, names, len(names))
     setting = Setting(norm=norm, steps=steps, losses=losses, random_start=random_start,
                       bounds=check_bounds(bounds), task=task,
                       options=chosen.resolve(options, levels), batch_size=batch_size)
     subset = (f"first {per_class} samples of each class" if per_class is not None
               else None if max_samples is None else f"first {max_samples} samples")
     return _Plan(chosen, setting, levels, seed, max_samples, subset, None, checks,
-                 check_samples)
+                 check_samples, clean_level_added, None if names is None else list(names),
+                 positive_class)
 
 
 def _attack_batches(model, data, plan: _Plan, ctx, progress: bool, partial):
@@ -212,6 +243,8 @@ def _attack_batches(model, data, plan: _Plan, ctx, progress: bool, partial):
             check_inputs(x, dtype)
             if position == 0:
                 classes[0] = check_output(model, x[:1].to(device))
+                if class_labels(y):
+                    _check_classes(plan, classes[0])
             room = plan.check_samples - sum(len(c[1]) for c in kept)
             if plan.checks and room > 0:
                 kept.append((x[:room].to(device), y[:room].to(device)))
@@ -221,9 +254,11 @@ def _attack_batches(model, data, plan: _Plan, ctx, progress: bool, partial):
     bar = _progress_bar(plan, data, progress)
     for pool in pools(own_batches(), plan.attack.pooled(plan.setting.task)):
         batches = [(x, y, plan.seed * 1_000_003 + position) for position, x, y in pool]
+        predicted = [_clean_predictions(model, x, y) for _, x, y in pool]
         outcomes = plan.attack.attack(model, batches, plan.levels, plan.setting)
-        for (position, _, y), outcome in zip(pool, outcomes, strict=True):
-            parts[position] = to_cpu(_part(outcome, y, classes[0]))
+        for (position, x, y), outcome, guess in zip(pool, outcomes, predicted, strict=True):
+            parts[position] = to_cpu(_part(outcome, y, guess, classes[0]))
+            parts[position]["input_values"] = x[0].numel()
         store.save(parts)
         if bar is not None:
             bar.update(sum(len(b[2]) for b in pool) * world)
@@ -238,14 +273,37 @@ def _attack_batches(model, data, plan: _Plan, ctx, progress: bool, partial):
     return [parts[k] for k in sorted(parts)], count[0], kept
 
 
-def _part(outcome, y, num_classes: int) -> dict:
+def _check_classes(plan: _Plan, num_classes: int) -> None:
+    """The data's class names must be the model's classes; the positive class one of them
+    (checked on the first batch, before any attack)."""
+    names = plan.class_names
+    if names is not None and len(names) != num_classes:
+        raise ValueError(
+            f"the data names {len(names)} classes {names} but the model outputs "
+            f"{num_classes} logits per sample"
+        )
+    positive_index(plan.positive_class, names, num_classes)
+
+
+def _part(outcome, y, predicted, num_classes: int) -> dict:
     """One batch's outcome as stored: masks, per-loss masks, radii, extra values, overlaps,
-    and for classification the labels and the model's number of classes."""
+    and for classification the labels, the clean predictions and the model's number of
+    classes."""
     part = {"robust": outcome.robust, "per_loss": outcome.per_loss, "radii": outcome.radii,
             "extra": outcome.extra, "overlap": outcome.overlap}
     if class_labels(y):
-        part["labels"], part["num_classes"] = y, num_classes
+        part["labels"], part["num_classes"], part["predicted"] = y, num_classes, predicted
     return part
+
+
+def _clean_predictions(model, x, y) -> torch.Tensor | None:
+    """The model's classes on clean ``x`` (classification; None for segmentation), leaving
+    the random state as it was (a model that draws random numbers must not shift the
+    attacks' draws)."""
+    if not class_labels(y):
+        return None
+    with torch.no_grad(), kept_random_state():
+        return model(x).argmax(dim=1)
 
 
 def _progress_bar(plan: _Plan, data, progress: bool):
@@ -308,14 +366,26 @@ def _result(plan: _Plan, parts, n: int, split_name, found) -> EvaluationResult:
         accuracy_ci=[list(wilson_interval(int(k), int(m))) for k, m in
                      zip(robust.sum(dim=1).tolist(), counted.tolist(), strict=True)],
         extra={k: torch.cat(v, dim=1).float().mean(dim=1).tolist() for k, v in extra.items()},
-        checks=found,
+        checks=found, class_names=plan.class_names, clean_level_added=plan.clean_level_added,
+        input_values=parts[0].get("input_values"),
     )
     if parts and all("labels" in p for p in parts):
-        labels = torch.cat([p["labels"] for p in parts])
-        result.labels = labels.tolist()
-        for key, value in per_class_stats(robust, labels, parts[0]["num_classes"]).items():
-            setattr(result, key, value)
+        _classification(result, plan, parts, robust)
     return result
+
+
+def _classification(result: EvaluationResult, plan: _Plan, parts, robust) -> None:
+    """Labels, per-class statistics (the named positive class) and confusion matrices."""
+    labels = torch.cat([p["labels"] for p in parts])
+    num_classes = parts[0]["num_classes"]
+    result.labels = labels.tolist()
+    positive = positive_index(plan.positive_class, plan.class_names, num_classes)
+    stats = per_class_stats(robust, labels, num_classes, positive, plan.class_names)
+    if all("predicted" in p for p in parts):  # (a partial file of an older ima has none)
+        predicted = torch.cat([p["predicted"] for p in parts])
+        stats.update(confusion_matrices(robust, labels, predicted, num_classes))
+    for key, value in stats.items():
+        setattr(result, key, value)
 
 
 def _plain_overlap(overlap: dict) -> dict:

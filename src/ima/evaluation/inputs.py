@@ -79,9 +79,16 @@ def eps_values(eps) -> list:
 
 @torch.no_grad()
 def check_output(model, x: torch.Tensor) -> int:
-    """Check that the model returns one tensor of logits; return its number of classes
-    (the size of the output's second dimension)."""
-    out = model(x)
+    """Check that the model takes ``x`` (a one-line ``ValueError`` naming the input shape
+    and torch's first line when not, e.g. other input channels) and returns one tensor
+    of logits; return its number of classes (the size of the output's second
+    dimension)."""
+    try:
+        out = model(x)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"the model does not fit the data: inputs of shape "
+                         f"{tuple(x.shape)} failed: {first}") from None
     if not isinstance(out, torch.Tensor):
         raise TypeError(f"the model must return one tensor of logits, got a "
                         f"{type(out).__name__}; wrap it to return the logits alone")

@@ -1,6 +1,7 @@
 """Evaluation results: the JSON-serialisable :class:`EvaluationResult`, the AUC, per-class
-statistics, the segmentation overlap metrics of appendix I, and where a result goes in a
-run folder (:func:`save_result`)."""
+statistics (the positive class of sensitivity and specificity, the confusion matrices),
+the segmentation overlap metrics of appendix I, and where a result goes in a run folder
+(:func:`save_result`)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import torch
 from ..stats import successes, wilson_interval
 from ..tasks import adi, tvdi
 
-__all__ = ["SCHEMA_VERSION", "EvaluationResult", "auc", "save_result"]
+__all__ = ["SCHEMA_VERSION", "EvaluationResult", "auc", "positive_index", "save_result"]
 
 SCHEMA_VERSION = 1
 
@@ -59,10 +60,22 @@ class EvaluationResult:
     (classification); ``radii[j]``, sample ``j``'s minimal adversarial norm found by a
     minimal-norm attack (0 for a misclassified clean sample, None where none was found);
     ``accuracy_ci[i]``, the Wilson 95 % interval ``[lo, hi]`` of ``accuracy[i]``;
-    ``per_class_accuracy[c][i]`` and ``per_class_accuracy_ci[c][i]`` for each class ``c``
-    (a string key) present, with ``class_counts[c]`` samples; for binary models
-    ``positive_class`` (1), ``sensitivity`` (accuracy on the positives) and
-    ``specificity`` (on the negatives), each with its ``_ci``; ``extra``, attack-specific
+    ``class_names[k]``, the name of label ``k`` (None: the data does not name its
+    classes); ``per_class_accuracy[c][i]`` and ``per_class_accuracy_ci[c][i]`` for each
+    class ``c`` (the label as a string key) present, with ``class_counts[c]`` samples;
+    for binary models ``positive_class`` (the positive label: ``eval.positive_class``, by
+    default 1) and its name ``positive_class_name`` (None without class names),
+    ``sensitivity`` (accuracy on the positives) and ``specificity`` (on the negatives),
+    each with its ``_ci``; ``confusion[i][t][p]``, for classification, the number of
+    samples of true class ``t`` predicted as ``p`` at ``eps[i]``: a robust sample's clean
+    prediction (its class), a misclassified clean sample's clean prediction (it is not
+    attacked), and for a sample fooled at ``eps[i]`` the other class of a binary model;
+    with more classes the attacks do not record which class a fooled sample went to, and
+    ``confusion_unrecorded[i][t]`` counts those of true class ``t`` (None for binary
+    models); ``clean_level_added``, whether eps 0 (the clean level) was not among the
+    levels asked for and was added (every result starts at eps 0); ``input_values``, the
+    number of input values per sample (an L2 eps's per-value RMS is
+    ``eps / sqrt(input_values)``; None in older files); ``extra``, attack-specific
     curves (white noise: ``accuracy_average``, the mean over draws); ``checks``, the
     sanity checks ``{"name", "passed", "detail"}`` (:mod:`ima.sanity`; ``passed`` None:
     not applicable); ``epoch``, the epochs the evaluated checkpoint had trained, and
@@ -93,11 +106,17 @@ class EvaluationResult:
     per_class_accuracy: dict[str, list[float]] | None = None
     per_class_accuracy_ci: dict[str, list[list[float]]] | None = field(default=None, repr=False)
     class_counts: dict[str, int] | None = None
+    class_names: list[str] | None = None
     positive_class: int | None = None
+    positive_class_name: str | None = None
     sensitivity: list[float] | None = None
     sensitivity_ci: list[list[float]] | None = field(default=None, repr=False)
     specificity: list[float] | None = None
     specificity_ci: list[list[float]] | None = field(default=None, repr=False)
+    confusion: list[list[list[int]]] | None = field(default=None, repr=False)
+    confusion_unrecorded: list[list[int]] | None = field(default=None, repr=False)
+    clean_level_added: bool = False
+    input_values: int | None = None
     extra: dict = field(default_factory=dict)
     checks: list[dict] = field(default_factory=list)
     epoch: int | None = None
@@ -111,6 +130,15 @@ class EvaluationResult:
             return self.accuracy_ci
         return [list(wilson_interval(successes(a, self.n_samples), self.n_samples))
                 for a in self.accuracy]
+
+    def class_name(self, label) -> str:
+        """How tables name class ``label``: its name, or ``class k`` for data without
+        names (and for names that only repeat the label, as digits' "0".."9")."""
+        k = int(label)
+        names = self.class_names
+        if names is not None and k < len(names) and names[k] != str(k):
+            return names[k]
+        return f"class {k}"
 
     def failed_checks(self) -> list[dict]:
         """The sanity checks that failed."""
@@ -163,13 +191,49 @@ class EvaluationResult:
     def same_protocol(self, other: EvaluationResult) -> bool:
         """Whether two results come from the same evaluation settings."""
         keys = ("attack", "norm", "split", "n_samples", "subset", "seed", "params", "eps",
-                "epoch", "checkpoint")
+                "epoch", "checkpoint", "positive_class")
         return all(getattr(self, k) == getattr(other, k) for k in keys)
 
 
-def per_class_stats(robust: torch.Tensor, labels: torch.Tensor, num_classes: int | None) -> dict:
-    """Per-class accuracies with Wilson intervals; sensitivity and specificity (accuracy on
-    class 1 and on class 0) for binary models."""
+def positive_index(positive, class_names, num_classes: int | None) -> int | None:
+    """The label of the positive class of sensitivity and specificity.
+
+    ``positive``: a class name, a label index (for data without class names; with names,
+    a number is read as the name it spells, as digits' "1"), or None: label 1 of a
+    two-class model. Returns None for other than two classes, where ``positive`` given
+    is an error; a name that is not a class is a ``ValueError`` naming the choices.
+    """
+    if num_classes != 2:
+        if positive is not None:
+            raise ValueError(
+                f"positive_class {positive!r} applies to two-class data only; there are "
+                f"{num_classes} classes"
+            )
+        return None
+    if positive is None:
+        return 1
+    if class_names is not None:
+        name = str(positive) if isinstance(positive, int) and not isinstance(
+            positive, bool) else positive
+        if name not in class_names:
+            raise ValueError(
+                f"positive_class {positive!r} is not a class; choose one of "
+                f"{', '.join(repr(n) for n in class_names)}"
+            )
+        return list(class_names).index(name)
+    if isinstance(positive, bool) or not isinstance(positive, int) or not 0 <= positive < 2:
+        raise ValueError(
+            f"positive_class {positive!r}: the data has no class names, so give the label "
+            "0 or 1 (or name the classes with data.class_names)"
+        )
+    return positive
+
+
+def per_class_stats(robust: torch.Tensor, labels: torch.Tensor, num_classes: int | None,
+                    positive: int | None = None, class_names=None) -> dict:
+    """Per-class accuracies with Wilson intervals; for binary models (``positive``, the
+    positive label, from :func:`positive_index`) the sensitivity and specificity, the
+    accuracies on the positive and on the negative class."""
     accuracy, intervals, counts = {}, {}, {}
     for c in sorted(set(labels.tolist())):
         mask = labels == c
@@ -180,11 +244,37 @@ def per_class_stats(robust: torch.Tensor, labels: torch.Tensor, num_classes: int
         counts[str(c)] = total
     out = {"per_class_accuracy": accuracy, "per_class_accuracy_ci": intervals,
            "class_counts": counts}
-    if num_classes == 2:
-        out.update(positive_class=1, sensitivity=accuracy.get("1"),
-                   sensitivity_ci=intervals.get("1"), specificity=accuracy.get("0"),
-                   specificity_ci=intervals.get("0"))
+    if num_classes == 2 and positive is not None:
+        p, n = str(positive), str(1 - positive)
+        out.update(positive_class=positive,
+                   positive_class_name=None if class_names is None else class_names[positive],
+                   sensitivity=accuracy.get(p), sensitivity_ci=intervals.get(p),
+                   specificity=accuracy.get(n), specificity_ci=intervals.get(n))
     return out
+
+
+def confusion_matrices(robust: torch.Tensor, labels: torch.Tensor, predicted: torch.Tensor,
+                       num_classes: int) -> dict:
+    """Per level, the confusion matrix ``[true][predicted]`` of the attacked points.
+
+    ``robust`` (levels, n) masks, ``labels`` (n,) true classes, ``predicted`` (n,) clean
+    predictions. A robust sample is predicted as its class; a misclassified clean sample
+    (never attacked) as its clean prediction; a sample fooled at a level, as the other
+    class of a binary model. With more classes the attacks do not record where a fooled
+    sample went: ``confusion_unrecorded[i][t]`` counts them per true class.
+    """
+    k = num_classes
+    matrices, unrecorded = [], []
+    for row in robust.bool():
+        fooled = ~row & (predicted == labels)
+        guess = torch.where(row, labels, predicted)
+        if k == 2:
+            guess = torch.where(fooled, 1 - labels, guess)
+        known = ~fooled if k != 2 else torch.ones_like(fooled)
+        cells = torch.bincount(labels[known] * k + guess[known], minlength=k * k)
+        matrices.append(cells.reshape(k, k).tolist())
+        unrecorded.append(torch.bincount(labels[~known], minlength=k).tolist())
+    return {"confusion": matrices, "confusion_unrecorded": None if k == 2 else unrecorded}
 
 
 def overlap_metrics(chunks) -> dict:

@@ -38,6 +38,7 @@ def evaluate_run(
     split: str | None = None,
     max_samples: int | None = None,
     per_class: int | None = None,
+    positive_class=None,
     options: dict | None = None,
     batch_size: int | None = None,
     seed: int = 0,
@@ -58,7 +59,9 @@ def evaluate_run(
 
     Unset settings come from the run's config (``eval.eps``, ``eval.norm``,
     ``eval.attack``, ``eval.steps`` for the config's own attack, ``eval.split``,
-    ``eval.max_samples``, ``data.eval_batch_size`` and the speed options); SPSA without
+    ``eval.max_samples``, ``eval.positive_class``, ``data.eval_batch_size`` and the speed
+    options); the class names are the run's data's (``data.class_names`` of its
+    config.yaml, or those its dataset gives). SPSA without
     ``max_samples`` or ``per_class`` takes the first 10 samples of each class (appendix
     H.2). The stored results of the run (``eval/*.json``) are the references of the
     white-box versus black-box check. ``resume``: keep finished batches in a file under
@@ -88,6 +91,7 @@ def evaluate_run(
         max_samples=_given(max_samples, None if per_class else e["max_samples"]),
         per_class=per_class, options=options,
         batch_size=_given(batch_size, run.config["data"]["eval_batch_size"]), seed=seed,
+        positive_class=_given(positive_class, e["positive_class"]),
     )
     speed = {k: getattr(net, k, None) for k in ("precision", "channels_last")}
     speed["compile"] = _given(compile, e["compile"])

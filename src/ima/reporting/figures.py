@@ -27,7 +27,17 @@ from ..analysis import (
     moons_bayes_score,
     run_margins,
 )
-from ..runs import Run, load_run, read_config, read_metrics
+from ..assemble import dataset_from_config
+from ..config import read_config_file
+from ..runs import (
+    CONFIG_FILE,
+    Run,
+    check_trusted,
+    imported_from,
+    load_run,
+    read_config,
+    read_metrics,
+)
 from ..validation import check_int
 from .tables import load_results
 
@@ -86,6 +96,50 @@ def _label(run_dir) -> str:
 def _norm_name(config: dict) -> str:
     norm = config.get("method", {}).get("norm") or config.get("eval", {}).get("norm", "l2")
     return str(norm).upper()
+
+
+def _rms(eps: float, input_values: int) -> float:
+    """The per-pixel RMS of an L2 perturbation of norm ``eps`` spread evenly over
+    ``input_values`` values: ``eps / sqrt(input_values)``."""
+    return eps / math.sqrt(input_values)
+
+
+def _input_values(result, run_dir) -> int | None:
+    """The number of input values per sample (``x[0].numel()``) of a result: its own
+    ``input_values`` field when it has one, else read off the run folder's data (its
+    config's data section only: no model is built); None when neither is known."""
+    given = getattr(result, "input_values", None)
+    if given:
+        return int(given)
+    if run_dir is None:
+        return None
+    try:
+        raw = read_config_file(Path(run_dir) / CONFIG_FILE)
+        data = {"data": raw.get("data") or {}}
+        check_trusted(data, str(run_dir))
+        split = result.split or (raw.get("eval") or {}).get("split") or "test"
+        return int(torch.as_tensor(dataset_from_config(data, split)[0][0]).numel())
+    except (OSError, ValueError, TypeError, KeyError, IndexError) as err:
+        logger.warning("per-pixel RMS not shown for %s: its data cannot be read (%s)",
+                       run_dir, err)
+        return None
+
+
+def _note_coinciding_lines(ax, **legend) -> list[str]:
+    """Draw ``ax``'s legend, titled with a note naming the lines that lie exactly on one
+    another (identical values: only the last drawn is visible); return the notes."""
+    groups: dict = {}
+    for line in ax.get_lines():
+        label = line.get_label()
+        if label.startswith("_"):
+            continue
+        key = (tuple(np.asarray(line.get_xdata(), dtype=float).tolist()),
+               tuple(np.asarray(line.get_ydata(), dtype=float).tolist()))
+        groups.setdefault(key, []).append(label)
+    notes = [f"{' and '.join(labels)} coincide (identical values)"
+             for labels in groups.values() if len(labels) > 1]
+    ax.legend(title="\n".join(notes) or None, title_fontsize=7, **legend)
+    return notes
 
 
 # --------------------------------------------------------------------------------------
@@ -261,19 +315,25 @@ def plot_margins(runs, *, bins: int = 40, overlay: bool = False,
 
 _MARGIN_STATS = (("margin_mean", "mean", "-"), ("margin_median", "median", "--"),
                  ("margin_max", "max", ":"))
+#: metrics.csv column, legend name, line style, marker (val's is hollow)
+_ACCURACY_LINES = (("train_acc", "train", "-", "o"), ("val_acc", "val", "--", "s"))
 
 
 def plot_curves(run_dirs) -> Figure:
     """Training and validation accuracy (clean data) against epoch (Fig. 8, 9) from
     ``metrics.csv``, and, when recorded, the mean, median and max estimated margin with
     the largest margin IMA can have reached (:func:`ima.analysis.margin_bound`). Several
-    runs share the axes."""
+    runs share the axes (one colour per run); "train" is solid with filled markers,
+    "val" dashed with hollow ones, and a legend's title names lines that coincide."""
     run_dirs = [Path(d) for d in ([run_dirs] if isinstance(run_dirs, str | Path)
                                   else run_dirs)]
     if not run_dirs:
         raise ValueError("plot_curves needs at least one run folder")
     tables = []
     for d in run_dirs:
+        if imported_from(d) is not None:
+            raise ValueError(f"run {str(d)!r} holds a model imported by `ima import-model`: "
+                             "it has no training metrics to plot")
         config = read_config(d)
         rows = read_metrics(d)
         if not rows:
@@ -287,12 +347,12 @@ def plot_curves(run_dirs) -> Figure:
         color = _CLASS_COLORS[i % 10]
         epochs = [r["epoch"] for r in rows]
         name = _label(d)
-        for key, what, style in (("train_acc", "training", "-"), ("val_acc", "validation",
-                                                                  "--")):
+        for key, what, style, marker in _ACCURACY_LINES:
             values = [r.get(key) for r in rows]
             if all(isinstance(v, int | float) for v in values):
-                acc_ax.plot(epochs, [100 * v for v in values], style, color=color,
-                            marker="o" if len(rows) < 30 else None, markersize=3,
+                acc_ax.plot(epochs, [100 * v for v in values], linestyle=style, color=color,
+                            marker=marker if len(rows) < 30 else None, markersize=4,
+                            markerfacecolor=color if what == "train" else "white",
                             label=f"{name}: {what}")
         if has_margins and any("margin_mean" in r for r in rows):
             ax = axes[1]
@@ -311,7 +371,7 @@ def plot_curves(run_dirs) -> Figure:
             ax.set_xlabel("epoch")
             ax.set_ylabel(f"estimated margin ({_norm_name(config)} norm, input units)")
             ax.set_title("Margins of the training samples", fontsize=10)
-            ax.legend(fontsize=7)
+            _note_coinciding_lines(ax, fontsize=7, handlelength=3)
     from matplotlib.ticker import MaxNLocator
 
     for ax in axes:
@@ -319,8 +379,8 @@ def plot_curves(run_dirs) -> Figure:
         ax.grid(alpha=0.3)
     acc_ax.set_xlabel("epoch")
     acc_ax.set_ylabel("accuracy on clean data (%)")
-    acc_ax.set_title("Training and validation accuracy", fontsize=10)
-    acc_ax.legend(fontsize=7)
+    acc_ax.set_title("Training (solid) and validation (dashed) accuracy", fontsize=10)
+    _note_coinciding_lines(acc_ax, fontsize=7, handlelength=3)
     names = ", ".join(_label(d) for d in run_dirs)
     fig.suptitle(f"Training curves: {names}", fontsize=12)
     return fig
@@ -333,16 +393,31 @@ def plot_curves(run_dirs) -> Figure:
 
 def plot_noise(run_dirs, eval_name: str = "pgd-l2-test", *, results=None) -> Figure:
     """Accuracy against noise level of several runs on one axis, read from their
-    ``eval/<eval_name>.json`` (or from ``results``: ``(label, EvaluationResult)`` pairs)."""
+    ``eval/<eval_name>.json`` (or from ``results``: ``(label, EvaluationResult)`` pairs,
+    one per run folder of ``run_dirs``).
+
+    For L2 results the levels are also given as the per-pixel RMS of the perturbation,
+    ``eps / sqrt(D)`` with ``D`` input values per sample (a result's ``input_values``,
+    else read off the run's data): on a second axis at the top when all results share
+    ``D``, else in each legend entry. Curves that coincide are named in the legend."""
     results = list(results) if results is not None else load_results(run_dirs, eval_name)
     if not results:
         raise ValueError("plot_noise needs at least one result")
+    dirs = list(run_dirs) if run_dirs is not None else []
+    dirs = dirs if len(dirs) == len(results) else [None] * len(results)
+    sizes = [_input_values(r, d) if r.norm == "l2" else None
+             for (_, r), d in zip(results, dirs, strict=True)]
+    shared = sizes[0] if len(set(sizes)) == 1 and sizes[0] is not None else None
     fig = _new_figure(6.4, 4.6)
     ax = fig.subplots()
     markers = "osD^v<>ph*"
-    for i, (label, r) in enumerate(results):
+    for i, ((label, r), size) in enumerate(zip(results, sizes, strict=True)):
+        rms = "" if shared is not None or size is None else (
+            f"; RMS per pixel = eps / {math.sqrt(size):.4g}")
         ax.plot(r.eps, [100 * a for a in r.accuracy], marker=markers[i % len(markers)],
-                color=_CLASS_COLORS[i % 10], label=f"{label} (AUC {r.auc:.3f})")
+                color=_CLASS_COLORS[i % 10], label=f"{label} (AUC {r.auc:.3f}{rms})")
+    if shared is not None:
+        _rms_axis(ax, sorted({e for _, r in results for e in r.eps}), shared)
     norms = sorted({r.norm.upper() for _, r in results})
     steps = sorted({str(r.params.get("steps")) for _, r in results})
     splits = sorted({str(r.split) for _, r in results})
@@ -354,8 +429,20 @@ def plot_noise(run_dirs, eval_name: str = "pgd-l2-test", *, results=None) -> Fig
     ax.grid(alpha=0.3)
     ax.set_title(f"Accuracy under {'/'.join(steps)}-PGD on the {'/'.join(splits)} set "
                  f"({'; '.join(samples)})", fontsize=10)
-    ax.legend(fontsize=8)
+    _note_coinciding_lines(ax, fontsize=8)
     return fig
+
+
+def _rms_axis(ax, levels: list[float], input_values: int) -> None:
+    """A second x axis at the top: the levels as per-pixel RMS (ticks at each level
+    when there are at most eight)."""
+    root = math.sqrt(input_values)
+    top = ax.secondary_xaxis("top", functions=(lambda e: e / root, lambda r: r * root))
+    if len(levels) <= 8:
+        top.set_xticks([e / root for e in levels])
+        top.set_xticklabels([f"{e / root:.3g}" for e in levels], fontsize=7)
+    top.set_xlabel(f"per-pixel RMS of the perturbation (eps / sqrt({input_values}), "
+                   f"{input_values} input values per sample)", fontsize=8)
 
 
 # --------------------------------------------------------------------------------------
@@ -374,24 +461,57 @@ def _show_image(ax, image: torch.Tensor, bounds) -> None:
     ax.set_yticks([])
 
 
+def _level_name(e: float, norm: str, input_values: int) -> str:
+    """"clean", or "eps=E" with, for L2, the per-pixel RMS on a second line."""
+    if e == 0:
+        return "clean"
+    if norm != "l2":
+        return f"eps={e:g}"
+    return f"eps={e:g}\n(RMS {_rms(e, input_values):.3g} per pixel)"
+
+
+#: Amplifications of a shown perturbation: 1, 2, 5, 10, 20, 50, ... up to 10**6.
+_AMPLIFICATIONS = [m * 10**k for k in range(7) for m in (1, 2, 5)]
+
+
+def _amplification(delta: torch.Tensor, half_range: float) -> float:
+    """The largest of :data:`_AMPLIFICATIONS` that keeps ``delta`` within ``half_range``
+    of mid-grey (1 for no perturbation, or one as large as that already)."""
+    peak = float(delta.abs().max()) if delta.numel() else 0.0
+    fitting = [a for a in _AMPLIFICATIONS if a * peak <= half_range]
+    return float(fitting[-1]) if peak > 0 and fitting else 1.0
+
+
 def _classification_samples(label: str, samples) -> Figure:
-    """Rows: the correctly classified images; columns: clean, then the 100-PGD adversarial
-    image at each noise level; titles: predicted label and noise level."""
-    y, bounds = samples.truth, samples.bounds
-    fig = _new_figure(1.7 * len(samples.levels) + 0.4, 1.85 * len(y) + 0.6)
-    axes = fig.subplots(len(y), len(samples.levels), squeeze=False)
-    for i in range(len(y)):
-        for j, e in enumerate(samples.levels):
-            ax = axes[i, j]
+    """Rows: the correctly classified images; columns: clean, then for each noise level
+    the 100-PGD adversarial image and its perturbation (adversarial minus clean,
+    amplified around mid-grey, the factor in the title); titles: predicted label and
+    noise level (for L2 also its per-pixel RMS)."""
+    y, bounds, clean = samples.truth, samples.bounds, samples.images[0]
+    low, high = bounds if bounds is not None else (float(clean.min()), float(clean.max()))
+    size = clean[0].numel()
+    columns = 1 + 2 * (len(samples.levels) - 1)
+    fig = _new_figure(1.7 * columns + 0.4, 2.0 * len(y) + 0.7)
+    axes = fig.subplots(len(y), columns, squeeze=False)
+    for j, e in enumerate(samples.levels):
+        delta = (samples.images[j] - clean).detach().cpu().float()
+        gain = _amplification(delta, (high - low) / 2)
+        for i in range(len(y)):
+            ax = axes[i, max(0, 2 * j - 1)]
             _show_image(ax, samples.images[j][i], bounds)
             p = int(samples.predictions[j][i])
-            ax.set_title(f"pred {p}, " + ("clean" if e == 0 else f"eps={e:g}"), fontsize=8,
+            ax.set_title(f"pred {p}, {_level_name(e, samples.norm, size)}", fontsize=8,
                          color="#d62728" if p != int(y[i]) else "black")
-            if j == 0:
-                ax.set_ylabel(f"true {int(y[i])}", fontsize=8)
+            if j > 0:
+                shown = ((low + high) / 2 + gain * delta[i]).clamp(low, high)
+                _show_image(axes[i, 2 * j], shown, (low, high))
+                axes[i, 2 * j].set_title(f"perturbation x{gain:g}", fontsize=8)
+    for i in range(len(y)):
+        axes[i, 0].set_ylabel(f"true {int(y[i])}", fontsize=8)
     fig.suptitle(
         f"{label}: clean and {samples.steps}-PGD ({samples.norm.upper()}) {samples.split} "
-        "images\ntitle: predicted class and noise level (red = misclassified)", fontsize=9,
+        "images, each beside its perturbation (amplified around grey)\ntitle: predicted "
+        "class and noise level (red = misclassified)", fontsize=9,
     )
     return fig
 
@@ -402,6 +522,7 @@ def _segmentation_samples(label: str, samples, classes: int) -> Figure:
     title gives the noise level and the image's Dice. The attacked input is each image's
     lowest-Dice point under 100-PGD (both losses), as :func:`ima.evaluate` scores it."""
     task, levels, count = samples.task, samples.levels, len(samples.truth)
+    x_size = samples.images[0][0].numel()
     fig = _new_figure(1.7 * len(levels) + 0.4, 3.5 * count + 0.6)
     axes = fig.subplots(2 * count, len(levels), squeeze=False)
     for i in range(count):
@@ -409,7 +530,7 @@ def _segmentation_samples(label: str, samples, classes: int) -> Figure:
         for j, e in enumerate(levels):
             _show_image(axes[2 * i, j], samples.images[j][i], samples.bounds)
             dice = float(samples.dice[j][i])
-            axes[2 * i, j].set_title("clean" if e == 0 else f"eps={e:g}", fontsize=8)
+            axes[2 * i, j].set_title(_level_name(e, samples.norm, x_size), fontsize=8)
             ax = axes[2 * i + 1, j]
             ax.imshow(samples.predictions[j][i].cpu().numpy(), cmap="viridis", vmin=0,
                       vmax=max(classes - 1, 1), interpolation="nearest")

@@ -2,8 +2,10 @@
 
 One row per run, one column per noise level (accuracy in percent, two decimals as in the
 paper), plus the AUC; for segmentation results also the TVDI or ADI (appendix I, in
-percent, no AUC: Tables 10-15). Markdown for the screen and for files, CSV for
-spreadsheets.
+percent, no AUC: Tables 10-15). For classification results also the clinical numbers
+(per-class accuracy, sensitivity and specificity of the named positive class, with Wilson
+intervals) and a confusion matrix per noise level, classes by name. Markdown for the
+screen and for files, CSV for spreadsheets.
 Plotting and reporting only read results; they never compute them.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +21,8 @@ from ..evaluation import EvaluationResult
 from ..validation import check_choice
 
 __all__ = [
-    "METRICS", "Table", "clinical_table", "load_results", "robustness_table", "unique_labels",
+    "METRICS", "Table", "clinical_table", "clinical_tables", "confusion_tables",
+    "load_results", "report_tables", "robustness_table", "unique_labels",
 ]
 
 #: what a table can show: the name of the result field and its title
@@ -157,9 +161,21 @@ def robustness_table(
         f"{'; '.join(subsets)}" + (", [Wilson 95 % interval]" if ci and metric == "accuracy"
                                    else "")
         + (f"; {auc_note}" if auc_note and metric == "accuracy" else "")
+        + _rms_note(results, levels)
     )
     auc_column = ["AUC"] if metric == "accuracy" else []
     return Table(title, ["Noise", *map(_fmt_eps, levels), *auc_column], rows)
+
+
+def _rms_note(results, levels) -> str:
+    """For L2 results of one input size, each level as its per-value RMS
+    (``eps / sqrt(D)``, ``D`` input values per sample); else nothing."""
+    sizes = {r.input_values for _, r in results}
+    if {r.norm for _, r in results} != {"l2"} or len(sizes) != 1 or None in sizes:
+        return ""
+    (size,) = sizes
+    return (f"; per-value RMS of each level (eps / sqrt({size})): "
+            + ", ".join(f"{e / math.sqrt(size):.3g}" for e in levels))
 
 
 def _comparable_aucs(results) -> tuple[list, str]:
@@ -183,8 +199,9 @@ def _comparable_aucs(results) -> tuple[list, str]:
 
 
 def clinical_table(label: str, result: EvaluationResult) -> Table:
-    """One result's accuracy per class, and sensitivity and specificity for a binary model,
-    at every noise level, as ``acc [lo, hi]`` (%, Wilson 95 % intervals)."""
+    """One result's accuracy per class (by name), and sensitivity and specificity for a
+    binary model (the positive class named), at every noise level, as ``acc [lo, hi]``
+    (%, Wilson 95 % intervals)."""
     def cells(values, intervals):
         return [f"{100 * v:.2f} [{100 * lo:.1f}, {100 * hi:.1f}]"
                 for v, (lo, hi) in zip(values, intervals, strict=True)]
@@ -192,17 +209,70 @@ def clinical_table(label: str, result: EvaluationResult) -> Table:
     rows = [[f"all (n={result.n_samples})", *cells(result.accuracy, result.intervals())]]
     for c, values in (result.per_class_accuracy or {}).items():
         count = (result.class_counts or {}).get(c, "?")
-        rows.append([f"class {c} (n={count})",
+        rows.append([f"{result.class_name(c)} (n={count})",
                      *cells(values, result.per_class_accuracy_ci[c])])
+    positive = _positive(result)
     if result.sensitivity is not None:
-        rows.append([f"sensitivity (class {result.positive_class})",
+        rows.append([f"sensitivity ({positive} positive)",
                      *cells(result.sensitivity, result.sensitivity_ci)])
     if result.specificity is not None:
-        rows.append(["specificity", *cells(result.specificity, result.specificity_ci)])
+        negative = result.class_name(1 - result.positive_class)
+        rows.append([f"specificity ({negative} negative)",
+                     *cells(result.specificity, result.specificity_ci)])
     title = (f"{label}: accuracy (%) [Wilson 95 % interval] under "
              f"{_attack_names([(label, result)])}, {result.norm.upper()} norm, "
-             f"split {result.split}")
+             f"split {result.split}" + (f"; positive class: {positive}" if positive else ""))
     return Table(title, ["Noise", *map(_fmt_eps, result.eps)], rows)
+
+
+def _positive(result: EvaluationResult) -> str | None:
+    """The positive class's name as tables show it; None where there is none."""
+    if result.positive_class is None:
+        return None
+    return result.class_name(result.positive_class)
+
+
+def confusion_tables(label: str, result: EvaluationResult) -> list[Table]:
+    """One result's confusion matrix at each noise level: rows the true class, columns
+    the predicted class of the attacked point (see :class:`EvaluationResult`), classes by
+    name; with more than two classes a last column counts the fooled samples whose
+    class under attack the attacks do not record. Empty for results without them."""
+    if result.confusion is None:
+        return []
+    k = len(result.confusion[0])
+    names = [result.class_name(c) for c in range(k)]
+    unrecorded = result.confusion_unrecorded
+    header = ["true \\ predicted", *names] + (["fooled (class not recorded)"]
+                                               if unrecorded is not None else [])
+    tables = []
+    for i, (e, matrix) in enumerate(zip(result.eps, result.confusion, strict=True)):
+        rows = [[names[t], *map(str, matrix[t])]
+                + ([str(unrecorded[i][t])] if unrecorded is not None else [])
+                for t in range(k)]
+        where = "clean" if e == 0 else f"eps {_fmt_eps(e)}"
+        tables.append(Table(
+            f"{label}: confusion matrix, {where} ({_attack_names([(label, result)])}, "
+            f"{result.norm.upper()} norm, split {result.split}; rows: true class, "
+            f"columns: predicted class)", header, rows))
+    return tables
+
+
+def clinical_tables(results: list[tuple[str, EvaluationResult]]) -> list[Table]:
+    """For each classification result, its clinical table and confusion matrices; nothing
+    for segmentation results (their numbers are the TVDI and ADI)."""
+    out = []
+    for label, result in results:
+        if result.per_class_accuracy:
+            out.append(clinical_table(label, result))
+            out += confusion_tables(label, result)
+    return out
+
+
+def report_tables(results: list[tuple[str, EvaluationResult]], metric: str = "accuracy", *,
+                  ci: bool = False) -> list[Table]:
+    """What ``ima report`` shows: the robustness table (:func:`robustness_table`), then
+    the clinical tables and confusion matrices of each classification result."""
+    return [robustness_table(results, metric, ci=ci), *clinical_tables(results)]
 
 
 def _attack_names(results) -> str:
