@@ -219,6 +219,11 @@ def test_samples_are_taken_in_turns_from_each_class(tmp_path, monkeypatch, capsy
     fig = plots.plot_samples(samples)
     assert [ax.get_ylabel() for ax in fig.axes[::3]] == [f"true {c}" for c in
                                                          (0, 1, 2, 0, 1, 2)]
+    named = plots.plot_samples(samples, class_names=["low", "mid", "high"])
+    assert [ax.get_ylabel() for ax in named.axes[::3]][:3] == ["true low", "true mid",
+                                                               "true high"]
+    title = named.axes[0].get_title()
+    assert "pred 0" not in title and any(f"pred {n}," in title for n in ("low", "mid", "high"))
     # the command line shows the same images
     shown = []
     real = plots.plot_samples

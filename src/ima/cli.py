@@ -462,7 +462,8 @@ def _plot_samples(args) -> int:
     samples = samples_by_class(run, eps=args.eps, n=args.n, steps=args.steps,
                                split=args.split, norm=args.norm, seed=args.seed)
     fig = plot_samples(samples, label=Path(args.run_dir).resolve().name,
-                       classes=run.config["model"].get("num_classes"))
+                       classes=run.config["model"].get("num_classes"),
+                       class_names=run.config["data"].get("class_names"))
     _save(fig, args, "samples")
     return 0
 

@@ -482,7 +482,11 @@ def _amplification(delta: torch.Tensor, half_range: float) -> float:
     return float(fitting[-1]) if peak > 0 and fitting else 1.0
 
 
-def _classification_samples(label: str, samples) -> Figure:
+def _class_name(k: int, names: list[str] | None) -> str:
+    return str(k) if names is None else names[k]
+
+
+def _classification_samples(label: str, samples, names: list[str] | None = None) -> Figure:
     """Rows: the correctly classified images; columns: clean, then for each noise level
     the 100-PGD adversarial image and its perturbation (adversarial minus clean,
     amplified around mid-grey, the factor in the title); titles: predicted label and
@@ -500,14 +504,15 @@ def _classification_samples(label: str, samples) -> Figure:
             ax = axes[i, max(0, 2 * j - 1)]
             _show_image(ax, samples.images[j][i], bounds)
             p = int(samples.predictions[j][i])
-            ax.set_title(f"pred {p}, {_level_name(e, samples.norm, size)}", fontsize=8,
+            ax.set_title(f"pred {_class_name(p, names)}, "
+                         f"{_level_name(e, samples.norm, size)}", fontsize=8,
                          color="#d62728" if p != int(y[i]) else "black")
             if j > 0:
                 shown = ((low + high) / 2 + gain * delta[i]).clamp(low, high)
                 _show_image(axes[i, 2 * j], shown, (low, high))
                 axes[i, 2 * j].set_title(f"perturbation x{gain:g}", fontsize=8)
     for i in range(len(y)):
-        axes[i, 0].set_ylabel(f"true {int(y[i])}", fontsize=8)
+        axes[i, 0].set_ylabel(f"true {_class_name(int(y[i]), names)}", fontsize=8)
     fig.suptitle(
         f"{label}: clean and {samples.steps}-PGD ({samples.norm.upper()}) {samples.split} "
         "images, each beside its perturbation (amplified around grey)\ntitle: predicted "
@@ -552,12 +557,14 @@ def _segmentation_samples(label: str, samples, classes: int) -> Figure:
     return fig
 
 
-def plot_samples(samples, *, label: str = "", classes: int | None = None) -> Figure:
+def plot_samples(samples, *, label: str = "", classes: int | None = None,
+                 class_names: list[str] | None = None) -> Figure:
     """A grid of clean and adversarial images (Fig. 1, 12-15) from
     :func:`ima.evaluation.examples.sample_images` (this figure runs no attack).
-    classes: the number of classes of a segmentation's label maps (colour scale)."""
+    classes: the number of classes of a segmentation's label maps (colour scale);
+    class_names: the classes' names in label order (titles show them; labels without)."""
     if samples.dice is None:
-        return _classification_samples(label, samples)
+        return _classification_samples(label, samples, class_names)
     if classes is None:
         classes = int(samples.truth.max()) + 1
     return _segmentation_samples(label, samples, classes)
