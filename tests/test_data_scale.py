@@ -62,3 +62,17 @@ def test_measure_command_before_any_training(capsys, tmp_path):
     with pytest.raises(SystemExit):
         main(["measure", "--config", str(configs / "shapes-ce.yaml")])
     assert "segmentation dataset" in capsys.readouterr().err
+
+
+def test_measure_reads_only_the_data_section(capsys, tmp_path):
+    """A config whose model is the user's code (not importable here) is measured: the
+    model is never imported; a bad data section is still an error."""
+    from ima.cli import main
+
+    config = tmp_path / "c.yaml"
+    config.write_text("data: {name: digits}\nmodel: {name: 'no_such_module:net'}\n")
+    assert main(["measure", "--config", str(config), "--max-samples", "100"]) == 0
+    assert "100 samples, 64 input values" in capsys.readouterr().out
+    config.write_text("data: {name: digits, batch_size: 0}\n")
+    assert main(["measure", "--config", str(config)]) == 1
+    assert "data.batch_size" in capsys.readouterr().err

@@ -544,10 +544,12 @@ def _measure(args) -> int:
 
     from .analysis.data_scale import measure_data
     from .assemble import data_bounds, data_task, dataset_from_config
-    from .config import load_config
+    from .config import apply_overrides, read_config_file, resolve_data
     from .tasks import ClassificationTask
 
-    config = load_config(args.config, args.overrides)
+    # only the data section: the model named in the config is never imported
+    raw = apply_overrides(read_config_file(args.config), args.overrides)
+    config = {"data": resolve_data(raw.get("data"))}
     data = dataset_from_config(config, args.split)
     if not isinstance(data_task(data), ClassificationTask):
         raise UsageError("ima measure measures class distances of classification data; "

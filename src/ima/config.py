@@ -303,6 +303,34 @@ def _eps_list(value) -> list[float]:
     return [check_real("eval.eps", v, low=0.0) for v in values]
 
 
+def _named_section(s: str, registry, given: dict) -> dict:
+    """A data or model section: its fixed keys with defaults, and the keyword arguments
+    of the factory it names (checked against the factory's signature)."""
+    given = dict(given)
+    fixed_keys = {k: given.pop(k) for k in list(given) if k in DEFAULTS[s]}
+    fixed = {**copy.deepcopy(DEFAULTS[s]), **fixed_keys}
+    if not fixed["name"]:
+        raise ValueError(f"{s}.name is required (known: {', '.join(registry.names())})")
+    factory = registry.get(fixed["name"])
+    return {**fixed, **_factory_kwargs(s, factory, given)}
+
+
+def resolve_data(given) -> dict:
+    """The ``data`` section alone, resolved and checked as :func:`resolve_config` does:
+    for what needs only the data (``ima measure``), so no model code is imported."""
+    if given is None:
+        given = {}
+    if not isinstance(given, dict):
+        raise TypeError(f"config section 'data' must be a mapping, got {given!r}")
+    data = _named_section("data", DATASETS, given)
+    check_int("data.batch_size", data["batch_size"], low=1)
+    check_int("data.eval_batch_size", data["eval_batch_size"], low=1)
+    check_int("data.num_workers", data["num_workers"], low=0)
+    names = check_class_names(data["class_names"], key="data.class_names")
+    data["class_names"] = None if names is None else list(names)
+    return data
+
+
 def resolve_config(raw: dict) -> dict:
     """Validate a config dict and return it with every default and derived value filled."""
     if not isinstance(raw, dict):
@@ -353,20 +381,8 @@ def resolve_config(raw: dict) -> dict:
     _check_positive_class(evals["positive_class"])
     _check_speed_options("eval", evals)
 
-    out = {}
-    for s, registry in (("data", DATASETS), ("model", MODELS)):
-        given = sections[s]
-        fixed_keys = {k: given.pop(k) for k in list(given) if k in DEFAULTS[s]}
-        fixed = {**copy.deepcopy(DEFAULTS[s]), **fixed_keys}
-        if not fixed["name"]:
-            raise ValueError(f"{s}.name is required (known: {', '.join(registry.names())})")
-        factory = registry.get(fixed["name"])
-        out[s] = {**fixed, **_factory_kwargs(s, factory, given)}
-    check_int("data.batch_size", out["data"]["batch_size"], low=1)
-    check_int("data.eval_batch_size", out["data"]["eval_batch_size"], low=1)
-    check_int("data.num_workers", out["data"]["num_workers"], low=0)
-    names = check_class_names(out["data"]["class_names"], key="data.class_names")
-    out["data"]["class_names"] = None if names is None else list(names)
+    out = {"data": resolve_data(sections["data"]),
+           "model": _named_section("model", MODELS, sections["model"])}
 
     method = sections["method"]
     name = method.pop("name", "ce")
