@@ -114,9 +114,10 @@ def apgd(
                    step=2 * eps, prev=start)
     if target is not None:
         s["t"] = target
-    run = Run(model, task, objective, steps, norm, bounds, rho, momentum, eot)
+    iterations = _Iterations(model, task, objective, steps, norm, bounds, rho, momentum,
+                             eot)
     with eval_mode(model):
-        s = run.iterate(s, out_x, fooled)
+        s = iterations.iterate(s, out_x, fooled)
     if isinstance(task, SegmentationTask):
         return AttackResult(s["worst_x"], ~task.meets_threshold(s["dice"]))
     out_x[s["ids"]] = s["best_x"]
@@ -143,7 +144,7 @@ def _objective(task: Task, loss: str, target, y):
     return lambda out, s: -task.loss(out, s["t"], loss)
 
 
-class Run:
+class _Iterations:
     """The APGD iterations of one call (the fixed settings; the state is the working
     set): classification samples leave the working set once fooled."""
 
