@@ -87,10 +87,11 @@ def import_model(config, weights=None, out=None, *, model: torch.nn.Module | Non
     check_weights(net, state, where, config["model"]["name"])
     runs.load_weights(net, state, where)
     net.eval()
-    method = assemble.method_from_config(config, assemble.dataset_from_config(config, "train"))
+    train_set = assemble.dataset_from_config(config, "train")
+    method = assemble.method_from_config(config, train_set)
     _check_output(net, config, model)
 
-    config = with_class_names(config, assemble.dataset_from_config(config, "train"))
+    config = with_class_names(config, train_set)
     runs.prepare_run_dir(out, overwrite=overwrite, imported_from=source)
     runs.write_config(out, config)
     runs.save_checkpoint(runs.checkpoint_path(out), {

@@ -48,7 +48,8 @@ from .base import AttackResult, check_attack_inputs, clean_pass
 from .fab import fab
 from .square import square
 
-__all__ = ["COMPONENTS", "VERSIONS", "AutoAttackResult", "autoattack", "components_of"]
+__all__ = ["COMPONENTS", "VERSIONS", "AutoAttackResult", "autoattack", "check_attacks",
+           "components_of"]
 
 #: every component attack, by the authors' names, and each version's components for
 #: classifiers (defined in :mod:`ima.choices`, which the command line reads without torch)
@@ -77,6 +78,19 @@ class AutoAttackResult(AttackResult):
     skipped: dict[str, str] = field(default_factory=dict)
 
 
+def check_attacks(attacks) -> list[str]:
+    """``attacks`` as a list after checking it is a non-empty list of distinct names out
+    of :data:`COMPONENTS`."""
+    if isinstance(attacks, str) or not isinstance(attacks, (list, tuple)) or not attacks:
+        raise ValueError(f"attacks must be a non-empty list of {', '.join(COMPONENTS)}, "
+                         f"got {attacks!r}")
+    for name in attacks:
+        check_choice("attack", name, COMPONENTS)
+    if len(set(attacks)) != len(attacks):
+        raise ValueError(f"attacks lists a component twice: {list(attacks)}")
+    return list(attacks)
+
+
 def components_of(version: str, task: Task, x_shape, attacks=None):
     """The components to run, in order, and those of the version left out (name ->
     reason): ``attacks`` when given (checked), else the version's for the task."""
@@ -84,13 +98,7 @@ def components_of(version: str, task: Task, x_shape, attacks=None):
     segmentation = isinstance(task, SegmentationTask)
     images = len(x_shape) == 4
     if attacks is not None:
-        if isinstance(attacks, str) or not attacks:
-            raise ValueError(f"attacks must be a non-empty list of {', '.join(COMPONENTS)}, "
-                             f"got {attacks!r}")
-        for name in attacks:
-            check_choice("attack", name, COMPONENTS)
-        if len(set(attacks)) != len(attacks):
-            raise ValueError(f"attacks lists a component twice: {list(attacks)}")
+        attacks = check_attacks(attacks)
         if segmentation and ("fab-t" in attacks or "apgd-dlr" in attacks):
             raise ValueError("fab-t and apgd-dlr attack classifiers; a segmenter's components "
                              "are apgd-ce, apgd-margin, apgd-t and square")

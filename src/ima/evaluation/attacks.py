@@ -65,9 +65,8 @@ import torch
 
 from .. import lp
 from ..attacks import bpgd, ddn, pgd
-from ..attacks.autoattack import COMPONENTS as AUTOATTACK_COMPONENTS
 from ..attacks.autoattack import VERSIONS as AUTOATTACK_VERSIONS
-from ..attacks.autoattack import autoattack, components_of
+from ..attacks.autoattack import autoattack, check_attacks, components_of
 from ..attacks.blackbox import spsa
 from ..attacks.external import INSTALL_HINT, art_autoattack, have_art
 from ..attacks.gradient import random_start_point
@@ -292,11 +291,7 @@ class AutoAttackAttack(EvaluationAttack):
         o = super().resolve(options, levels)
         check_choice("version", o["version"], tuple(AUTOATTACK_VERSIONS))
         if o["attacks"] is not None:
-            if not isinstance(o["attacks"], (list, tuple)) or not o["attacks"]:
-                raise ValueError(f"option attacks must be a non-empty list of components, "
-                                 f"got {o['attacks']!r}")
-            o["attacks"] = [check_choice("attack", a, AUTOATTACK_COMPONENTS)
-                            for a in o["attacks"]]
+            o["attacks"] = check_attacks(o["attacks"])
         check_int("targets", o["targets"], low=1)
         check_int("square_queries", o["square_queries"], low=1)
         if o["eot"] is not None:

@@ -257,8 +257,7 @@ def _attack_batches(model, data, plan: _Plan, ctx, progress: bool, partial):
         predicted = [_clean_predictions(model, x, y) for _, x, y in pool]
         outcomes = plan.attack.attack(model, batches, plan.levels, plan.setting)
         for (position, x, y), outcome, guess in zip(pool, outcomes, predicted, strict=True):
-            parts[position] = to_cpu(_part(outcome, y, guess, classes[0]))
-            parts[position]["input_values"] = x[0].numel()
+            parts[position] = to_cpu(_part(outcome, x, y, guess, classes[0]))
         store.save(parts)
         if bar is not None:
             bar.update(sum(len(b[2]) for b in pool) * world)
@@ -285,12 +284,13 @@ def _check_classes(plan: _Plan, num_classes: int) -> None:
     positive_index(plan.positive_class, names, num_classes)
 
 
-def _part(outcome, y, predicted, num_classes: int) -> dict:
+def _part(outcome, x, y, predicted, num_classes: int) -> dict:
     """One batch's outcome as stored: masks, per-loss masks, radii, extra values, overlaps,
-    and for classification the labels, the clean predictions and the model's number of
-    classes."""
+    the number of input values per sample, and for classification the labels, the clean
+    predictions and the model's number of classes."""
     part = {"robust": outcome.robust, "per_loss": outcome.per_loss, "radii": outcome.radii,
-            "extra": outcome.extra, "overlap": outcome.overlap}
+            "extra": outcome.extra, "overlap": outcome.overlap,
+            "input_values": x[0].numel()}
     if class_labels(y):
         part["labels"], part["num_classes"], part["predicted"] = y, num_classes, predicted
     return part
