@@ -127,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_analysis_commands(commands)
     _add_import_commands(commands)
     _add_measure_command(commands)
+    _add_nnunet_commands(commands)
     return parser
 
 
@@ -600,6 +601,103 @@ def _import_model(args) -> int:
     if any(":" in str(run.config[s]["name"]) for s in ("data", "model")):
         print(f"its config names your code: open it with --trust-code, e.g. "
               f"ima --trust-code evaluate {run.dir}")
+    return 0
+
+
+# --- nnU-Net v2 (ima.integrations.nnunet) ---------------------------------------------------
+
+
+def _add_nnunet_commands(commands) -> None:
+    p = commands.add_parser("nnunet", help="IMA inside nnU-Net v2: train with ima's trainers, "
+                            "evaluate what nnU-Net trained (pip install 'ima[nnunet]')")
+    kinds = p.add_subparsers(dest="nnunet_command", metavar="KIND", required=True)
+    q = kinds.add_parser("trainer-path", help="print the folder to put in nnUNet_extTrainer so "
+                         "that nnUNetv2_train -tr nnUNetTrainerIMA finds ima's trainers")
+    q.set_defaults(func=_nnunet_trainer_path)
+
+    q = kinds.add_parser("train", help="nnUNetv2_train for ima's trainers, without nnU-Net's "
+                         "lookup of trainers by name (which imports timm)")
+    q.add_argument("dataset", metavar="DATASET", help="dataset name or id")
+    q.add_argument("configuration", metavar="CONFIGURATION", help="e.g. 2d")
+    q.add_argument("fold", metavar="FOLD", help="0-4 or all")
+    q.add_argument("-tr", dest="trainer", default="nnUNetTrainerIMA",
+                   choices=("nnUNetTrainerIMA", "nnUNetTrainerPGD"),
+                   help="default nnUNetTrainerIMA")
+    q.add_argument("-p", dest="plans", default="nnUNetPlans", help="plans identifier")
+    q.add_argument("-device", dest="device", default="cuda", choices=("cuda", "cpu", "mps"),
+                   help="default cuda")
+    q.add_argument("--c", dest="continue_training", action="store_true",
+                   help="continue from the latest checkpoint")
+    q.add_argument("--val", dest="validation_only", action="store_true",
+                   help="only run the final validation")
+    q.add_argument("--npz", action="store_true", help="save the validation's probabilities")
+    q.add_argument("--disable_checkpointing", action="store_true")
+    q.add_argument("--threads", type=_int(1), help="torch threads (default: torch's)")
+    q.set_defaults(func=_nnunet_train)
+
+    q = kinds.add_parser("evaluate", help="100-PGD (or another attack) on the 2-D slices of "
+                         "a fold's validation cases; result in FOLD_FOLDER/eval/")
+    q.add_argument("fold_folder", metavar="FOLD_FOLDER",
+                   help="nnUNet_results/DATASET/TRAINER__PLANS__2d/fold_N")
+    q.add_argument("--eps", type=_eps, required=True, help="comma-separated L2 noise levels "
+                   "in nnU-Net's normalised units, e.g. 0,1,5,10,15")
+    q.add_argument("--cases", help="comma-separated preprocessed cases (default: the fold's "
+                   "validation cases)")
+    q.add_argument("--split-name", help="name of the result's split (default: validation, or "
+                   "cases with --cases)")
+    q.add_argument("--checkpoint", default="checkpoint_final.pth")
+    q.add_argument("--attack", choices=EVALUATION_ATTACK_NAMES, default="pgd")
+    q.add_argument("--steps", type=_int(1), help="attack iterations (default 100)")
+    q.add_argument("--batch-size", type=_int(1), default=32, help="slices per batch")
+    q.add_argument("--device", default="cpu", help="default cpu")
+    q.add_argument("--threads", type=_int(1), help="torch threads (default: torch's)")
+    q.add_argument("--no-checks", action="store_true", help="skip the sanity checks")
+    q.set_defaults(func=_nnunet_evaluate)
+
+
+def _nnunet_trainer_path(args) -> int:
+    from .integrations.nnunet import trainer_path
+
+    print(trainer_path())
+    return 0
+
+
+def _threads(n) -> None:
+    if n is not None:
+        import torch
+
+        torch.set_num_threads(n)
+
+
+def _nnunet_train(args) -> int:
+    from .integrations.nnunet.launcher import train
+
+    _threads(args.threads)
+    t = train(args.dataset, args.configuration, args.fold, trainer=args.trainer,
+              plans=args.plans, device=args.device, continue_training=args.continue_training,
+              validation_only=args.validation_only, export_probabilities=args.npz,
+              disable_checkpointing=args.disable_checkpointing)
+    print(f"{args.trainer}: {t.current_epoch} epochs in {t.output_folder}")
+    return 0
+
+
+def _nnunet_evaluate(args) -> int:
+    from .integrations.nnunet.evaluation import evaluate_fold
+
+    _threads(args.threads)
+    cases = None
+    if args.cases is not None:
+        cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+        if not cases:
+            raise UsageError(f"--cases names no case: {args.cases!r}")
+    result, path = evaluate_fold(
+        args.fold_folder, eps=args.eps, cases=cases, checkpoint=args.checkpoint,
+        attack=args.attack, steps=args.steps, batch_size=args.batch_size, device=args.device,
+        split_name=args.split_name, checks=not args.no_checks)
+    cells = ", ".join(f"eps {e:g}: accuracy {a:.4f}, TVDI {t:.4f}, ADI {d:.4f}" for e, a, t, d
+                      in zip(result.eps, result.accuracy, result.tvdi, result.adi, strict=True))
+    print(f"{result.n_samples} slices; {cells}")
+    print(f"wrote {path}")
     return 0
 
 

@@ -246,7 +246,9 @@ def _attack_batches(model, data, plan: _Plan, ctx, progress: bool, partial):
                 if class_labels(y):
                     _check_classes(plan, classes[0])
             room = plan.check_samples - sum(len(c[1]) for c in kept)
-            if plan.checks and room > 0:
+            # the checks batch their samples together: those of the first batch's size
+            same = not kept or kept[0][0].shape[1:] == x.shape[1:]
+            if plan.checks and room > 0 and same:
                 kept.append((x[:room].to(device), y[:room].to(device)))
             if position % world == rank and position not in parts:
                 yield position, x.to(device), y.to(device)
@@ -367,11 +369,17 @@ def _result(plan: _Plan, parts, n: int, split_name, found) -> EvaluationResult:
                      zip(robust.sum(dim=1).tolist(), counted.tolist(), strict=True)],
         extra={k: torch.cat(v, dim=1).float().mean(dim=1).tolist() for k, v in extra.items()},
         checks=found, class_names=plan.class_names, clean_level_added=plan.clean_level_added,
-        input_values=parts[0].get("input_values"),
+        input_values=_input_values(parts),
     )
     if parts and all("labels" in p for p in parts):
         _classification(result, plan, parts, robust)
     return result
+
+
+def _input_values(parts) -> int | None:
+    """The number of input values per sample, None when samples differ in size."""
+    sizes = {p.get("input_values") for p in parts}
+    return sizes.pop() if len(sizes) == 1 else None
 
 
 def _classification(result: EvaluationResult, plan: _Plan, parts, robust) -> None:

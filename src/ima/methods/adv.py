@@ -33,13 +33,19 @@ class VanillaAdversarial(Method):
         def __post_init__(self):
             check_attack_settings(self)
 
-    def __call__(self, model, x, y, index, epoch):
+    def perturb(self, model, x, y):
+        """The training points ``x_eps``: the last iterate of the method's PGD (a
+        training loop of its own, e.g. nnU-Net's, calls this and applies Eq. 2 with its
+        own loss)."""
         c = self.config
-        attack = pgd(
+        return pgd(
             model, x, y, eps=c.eps, norm=c.norm, steps=c.steps, alpha=c.alpha,
             loss=self.task.losses[0], random_start=True, early_stop=False, bounds=self.bounds,
             task=self.task,
         )
+
+    def __call__(self, model, x, y, index, epoch):
+        attack = self.perturb(model, x, y)
         out = model(x)
         out_adv = model(attack.x)
         loss = (self.task.loss(out, y).mean() + self.task.loss(out_adv, y).mean()) / 2

@@ -77,35 +77,55 @@ class IMA(MarginMethod):
         c = self.config
         self.margins = MarginStore(self.num_samples, eps_max=c.eps_max, delta_eps=c.delta_eps)
 
-    def __call__(self, model, x, y, index, epoch):
+    def find_boundary(self, model, x, y, index, *, clean_output=None):
+        """BPGD (Algorithm 3) on the batch with each sample's margin as its eps, and the
+        outcome recorded for Algorithm 2 (applied at :meth:`end_epoch`). Returns BPGD's
+        :class:`~ima.attacks.AttackResult` (``success``: a boundary point was found,
+        ``clean_correct``: BPGD's split into ``X1`` and ``X0``). A training loop of its own
+        (e.g. nnU-Net's, :mod:`ima.integrations.nnunet`) calls this, then combines its
+        losses with :meth:`combine`.
+        clean_output: the model's eval-mode output on ``x`` when the caller has it."""
         c, task = self.config, self.task
         index = torch.as_tensor(index, device=x.device)
+        boundary = bpgd(
+            model, x, y, eps=self.margins.get(index).to(x.dtype), norm=c.norm, steps=c.steps,
+            alpha=c.alpha, n_binary=c.n_binary, loss=task.losses[0], bounds=self.bounds,
+            task=task, clean_output=clean_output,
+        )
+        ones = boundary.clean_correct.nonzero().squeeze(1)
+        distance = lp.sample_norm(boundary.x[ones] - x[ones], c.norm)
+        self.margins.record(index[ones], crossed=boundary.success[ones], distance=distance)
+        return boundary
+
+    def combine(self, clean_loss, boundary_loss, hits: int, batch_size: int):
+        """Algorithm 1's loss from mean losses: ``clean_loss`` over the whole batch and
+        ``boundary_loss`` over the ``hits`` boundary points found, so that it equals
+        ``((1 - beta) * (L0 + L1) + beta * L2) / batch_size`` for losses that are means of
+        per-sample terms. ``boundary_loss`` is ignored when ``hits`` is 0."""
+        loss = (1 - self.config.beta) * clean_loss
+        if hits:
+            loss = loss + self.config.beta * boundary_loss * (hits / batch_size)
+        return loss
+
+    def __call__(self, model, x, y, index, epoch):
+        task = self.task
         # BPGD splits the batch itself, in eval mode, into X0 (wrong) and X1 (correct) and
         # attacks X1 only. A model that computes the same in training and eval mode lends
         # it the training pass's clean output, saving a forward pass.
         out = model(x) if mode_free(model) else None
-        boundary = bpgd(
-            model, x, y, eps=self.margins.get(index).to(x.dtype), norm=c.norm, steps=c.steps,
-            alpha=c.alpha, n_binary=c.n_binary, loss=task.losses[0], bounds=self.bounds,
-            task=task, clean_output=out,
-        )
-        correct = boundary.clean_correct
-        ones = correct.nonzero().squeeze(1)
-        distance = lp.sample_norm(boundary.x[ones] - x[ones], c.norm)
-        self.margins.record(index[ones], crossed=boundary.success[ones], distance=distance)
-
+        boundary = self.find_boundary(model, x, y, index, clean_output=out)
         if out is None:
             out = model(x)
-        loss = (1 - c.beta) * task.loss(out, y).sum()
         hit = boundary.success.nonzero().squeeze(1)
+        points_loss = None
         if hit.numel():
             # all B rows, so that batch norm never normalises with (nor learns running
             # statistics from) the few samples that happened to cross
             points = torch.where(lp.expand_as_batch(boundary.success, x), boundary.x, x)
-            loss = loss + c.beta * task.loss(model(points), y)[hit].sum()
-        loss = loss / x.shape[0]
+            points_loss = task.loss(model(points), y)[hit].mean()
+        loss = self.combine(task.loss(out, y).mean(), points_loss, hit.numel(), x.shape[0])
         logs = {
             "boundary_found": hit.numel() / len(x),
-            "clean_correct": float(correct.float().mean()),
+            "clean_correct": float(boundary.clean_correct.float().mean()),
         }
         return StepOutput(loss, out.detach(), logs)
