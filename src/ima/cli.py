@@ -621,7 +621,7 @@ def _add_nnunet_commands(commands) -> None:
     q.add_argument("configuration", metavar="CONFIGURATION", help="e.g. 2d")
     q.add_argument("fold", metavar="FOLD", help="0-4 or all")
     q.add_argument("-tr", dest="trainer", default="nnUNetTrainerIMA",
-                   choices=("nnUNetTrainerIMA", "nnUNetTrainerPGD"),
+                   choices=("nnUNetTrainerIMA", "nnUNetTrainerPGD", "nnUNetTrainerClean"),
                    help="default nnUNetTrainerIMA")
     q.add_argument("-p", dest="plans", default="nnUNetPlans", help="plans identifier")
     q.add_argument("-device", dest="device", default="cuda", choices=("cuda", "cpu", "mps"),

@@ -126,7 +126,7 @@ def test_nnunet_finds_the_trainers_in_the_folder_ima_names():
 
     from ima.integrations.nnunet import trainer_path, trainers
 
-    for name in ("nnUNetTrainerIMA", "nnUNetTrainerPGD"):
+    for name in ("nnUNetTrainerIMA", "nnUNetTrainerPGD", "nnUNetTrainerClean"):
         found = recursive_find_python_class(trainer_path(), name, None, base_folder=trainer_path(),
                                             cleanup_imports_from_base_folder=True)
         assert found is getattr(trainers, name)
@@ -294,18 +294,18 @@ def test_clean_predictions_agree_with_nnunets_predictor(nnunet_env):
 
 
 def test_train_and_evaluate_from_the_command_line(nnunet_dirs):
-    """The route of docs/nnunet.md with ima's launcher: both trainers, then 100-PGD (here
+    """The route of docs/nnunet.md with ima's launcher: the three trainers, then 100-PGD (here
     10 steps) on the fold's validation slices, then ima report's TVDI table."""
     env = _cli_env(nnunet_dirs)
     results = nnunet_dirs["nnUNet_results"] / nnunet_dirs["name"]
-    for trainer in ("nnUNetTrainerIMA", "nnUNetTrainerPGD"):
+    for trainer in ("nnUNetTrainerIMA", "nnUNetTrainerPGD", "nnUNetTrainerClean"):
         out = _ima("nnunet", "train", str(DATASET_ID), "2d", "1", "-tr", trainer, "-device",
                    "cpu", "--threads", "1", env=env)
         assert "2 epochs" in out
         fold = results / f"{trainer}__nnUNetPlans__2d" / "fold_1"
         assert (fold / "checkpoint_final.pth").is_file()
         assert "ima: boundary_found" in "".join(
-            p.read_text() for p in fold.glob("training_log_*.txt")) or trainer.endswith("PGD")
+            p.read_text() for p in fold.glob("training_log_*.txt")) or trainer != "nnUNetTrainerIMA"
         out = _ima("nnunet", "evaluate", str(fold), "--eps", "0,1,3", "--steps", "10",
                    "--threads", "1", env=env)
         assert "slices; eps 0: accuracy" in out
@@ -314,6 +314,6 @@ def test_train_and_evaluate_from_the_command_line(nnunet_dirs):
         assert result["tvdi"][0] >= result["tvdi"][-1]
         assert all(c["passed"] is not False for c in result["checks"])
     table = _ima("report", *(str(results / f"{t}__nnUNetPlans__2d" / "fold_1") for t in
-                             ("nnUNetTrainerIMA", "nnUNetTrainerPGD")),
+                             ("nnUNetTrainerIMA", "nnUNetTrainerPGD", "nnUNetTrainerClean")),
                  "--eval", "pgd-l2-validation", "--metric", "tvdi", env=env)
     assert "nnUNetTrainerIMA__nnUNetPlans__2d/fold_1" in table

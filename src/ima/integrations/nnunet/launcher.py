@@ -14,7 +14,7 @@ from pathlib import Path
 
 __all__ = ["TRAINERS", "trainer_class", "train"]
 
-TRAINERS = ("nnUNetTrainerIMA", "nnUNetTrainerPGD")
+TRAINERS = ("nnUNetTrainerIMA", "nnUNetTrainerPGD", "nnUNetTrainerClean")
 
 
 def trainer_class(name: str):

@@ -1,5 +1,6 @@
-"""nnU-Net v2 trainers: ``nnUNetTrainerIMA`` (IMA, Algorithms 1-3) and ``nnUNetTrainerPGD``
-(vanilla adversarial training with 20-step PGD, the paper's "adv" rows).
+"""nnU-Net v2 trainers: ``nnUNetTrainerIMA`` (IMA, Algorithms 1-3), ``nnUNetTrainerPGD``
+(vanilla adversarial training with 20-step PGD, the paper's "adv" rows) and
+``nnUNetTrainerClean`` (nnU-Net's own step for the same training length, the "nnUnet" row).
 
 They are nnU-Net's own trainer with one step changed: planning, preprocessing, patch
 sampling, augmentation, deep supervision, the poly schedule, checkpoints and the final
@@ -49,7 +50,8 @@ from ...acceleration import Accelerated
 from ...methods import build_method
 from .settings import TRAINER_SECTIONS, load_settings, settings_path
 
-__all__ = ["PositionedDataLoader", "SampleIndex", "nnUNetTrainerIMA", "nnUNetTrainerPGD"]
+__all__ = ["PositionedDataLoader", "SampleIndex", "nnUNetTrainerClean", "nnUNetTrainerIMA",
+           "nnUNetTrainerPGD"]
 
 # the module (not the class) of nnU-Net's trainer, whose name nnUNetDataLoader it builds with
 trainer_module = importlib.import_module("nnunetv2.training.nnUNetTrainer.nnUNetTrainer")
@@ -158,22 +160,85 @@ def _split(value, n: int):
 _CUDA = torch.device("cuda")
 
 
-class _RobustTrainer(nnUNetTrainer):
-    """nnU-Net's trainer whose step trains on adversarial points from an ima method."""
+class _SettingsTrainer(nnUNetTrainer):
+    """nnU-Net's trainer with the training length of the settings' ``nnunet`` section;
+    its checkpoints also hold the settings it ran (and, for the robust trainers, the
+    method's state), so that a continued training runs the same."""
 
-    section: ClassVar[str] = ""
+    sections: ClassVar[tuple[str, ...]] = ("task", "nnunet")
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = _CUDA):  # nnU-Net's signature and default
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.ima_settings = load_settings(settings_path(self.preprocessed_dataset_folder_base))
-        self.ima_settings.method(self.section)  # a trainer without its section stops here
         for key, value in self.ima_settings.nnunet.items():
             setattr(self, key, value)
-        self.method = None  # built when training starts: it needs the fold's training cases
-        self.sample_index = None
         self.print_to_log_file(f"ima: {type(self).__name__} with {self.ima_settings.source}: "
                                f"{self.ima_settings.values}")
+
+
+    def _used(self) -> dict:
+        """The settings sections this trainer runs on (a continued training checks them)."""
+        return {k: v for k, v in self.ima_settings.values.items() if k in self.sections}
+
+    # ---- checkpoints: nnU-Net's, with the key "ima" added
+    def _ima_state(self) -> dict:
+        return {"trainer": type(self).__name__, "settings": self._used()}
+
+    def _restore(self, state: dict) -> None:
+        """Restore what :meth:`_ima_state` saved beyond the settings."""
+
+    def _ready_to_save(self) -> bool:
+        return True
+
+    def save_checkpoint(self, filename: str) -> None:
+        super().save_checkpoint(filename)
+        if self.local_rank != 0 or self.disable_checkpointing or not self._ready_to_save():
+            return
+        checkpoint = torch.load(filename, map_location="cpu", weights_only=False)
+        checkpoint["ima"] = self._ima_state()
+        partial = f"{filename}.ima-partial"
+        torch.save(checkpoint, partial)
+        os.replace(partial, filename)
+
+    def load_checkpoint(self, filename_or_checkpoint) -> None:
+        super().load_checkpoint(filename_or_checkpoint)
+        checkpoint = filename_or_checkpoint
+        if isinstance(checkpoint, str):
+            checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        state = checkpoint.get("ima")
+        if state is None:
+            raise ValueError("the checkpoint holds no ima state: it was not written by "
+                             f"{type(self).__name__}")
+        if state["trainer"] != type(self).__name__:
+            raise ValueError(f"the checkpoint was written by {state['trainer']}, not "
+                             f"{type(self).__name__}")
+        used = self._used()
+        changed = sorted(k for k in {*state["settings"], *used}
+                         if state["settings"].get(k) != used.get(k))
+        if changed:
+            raise ValueError(f"{self.ima_settings.source} differs from the settings the "
+                             f"checkpoint was trained with in section(s) {', '.join(changed)}; "
+                             "a continued training runs the checkpoint's settings")
+        self._restore(state)
+
+
+class nnUNetTrainerClean(_SettingsTrainer):  # noqa: N801 (nnU-Net's naming)
+    """nnU-Net's own (clean) training for the length the settings give: the "nnUnet" row
+    of the paper's Tables 10-15, trained like the robust rows (50 epochs of 50 steps)."""
+
+
+class _RobustTrainer(_SettingsTrainer):
+    """nnU-Net's trainer whose step trains on adversarial points from an ima method."""
+
+    section: ClassVar[str] = ""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = _CUDA):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.ima_settings.method(self.section)  # a trainer without its section stops here
+        self.method = None  # built when training starts: it needs the fold's training cases
+        self.sample_index = None
 
     # ---- set-up
     def _ensure_method(self) -> None:
@@ -192,8 +257,11 @@ class _RobustTrainer(nnUNetTrainer):
             epochs=self.num_epochs, bounds=None, task=self.ima_settings.task,
             **self.ima_settings.method(self.section),
         )
+        # the attacks take input gradients only: under DDP they run the wrapped module
+        # (same parameters), so that DDP's reducer never waits for a backward pass
+        network = self.network.module if self.is_ddp else self.network
         precision = "fp16" if self.device.type == "cuda" else "fp32"
-        self.attack_model = Accelerated(_FullResolution(self.network), precision=precision)
+        self.attack_model = Accelerated(_FullResolution(network), precision=precision)
 
     def on_train_start(self):
         super().on_train_start()
@@ -258,37 +326,13 @@ class _RobustTrainer(nnUNetTrainer):
 
     # ---- checkpoints
     def _ima_state(self) -> dict:
-        return {"trainer": type(self).__name__, "settings": self.ima_settings.values,
-                "samples": self.sample_index.state(), "method": self.method.state_dict()}
+        return {**super()._ima_state(), "samples": self.sample_index.state(),
+                "method": self.method.state_dict()}
 
-    def save_checkpoint(self, filename: str) -> None:
-        super().save_checkpoint(filename)
-        if self.local_rank != 0 or self.disable_checkpointing or self.method is None:
-            return
-        checkpoint = torch.load(filename, map_location="cpu", weights_only=False)
-        checkpoint["ima"] = self._ima_state()
-        partial = f"{filename}.ima-partial"
-        torch.save(checkpoint, partial)
-        os.replace(partial, filename)
+    def _ready_to_save(self) -> bool:
+        return self.method is not None
 
-    def load_checkpoint(self, filename_or_checkpoint) -> None:
-        super().load_checkpoint(filename_or_checkpoint)
-        checkpoint = filename_or_checkpoint
-        if isinstance(checkpoint, str):
-            checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        state = checkpoint.get("ima")
-        if state is None:
-            raise ValueError("the checkpoint holds no ima state (margins): it was not written "
-                             f"by {type(self).__name__}")
-        if state["trainer"] != type(self).__name__:
-            raise ValueError(f"the checkpoint was written by {state['trainer']}, not "
-                             f"{type(self).__name__}")
-        changed = sorted(k for k in {*state["settings"], *self.ima_settings.values}
-                         if state["settings"].get(k) != self.ima_settings.values.get(k))
-        if changed:
-            raise ValueError(f"{self.ima_settings.source} differs from the settings the "
-                             f"checkpoint was trained with in section(s) {', '.join(changed)}; "
-                             "a continued training runs the checkpoint's settings")
+    def _restore(self, state: dict) -> None:
         self._ensure_method()
         if self.sample_index.state() != state["samples"]:
             raise ValueError("the fold's training cases or their slices differ from those of "
@@ -302,10 +346,11 @@ def _world() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
-class nnUNetTrainerIMA(_RobustTrainer):  # noqa: N801 (nnU-Net's naming)
+class nnUNetTrainerIMA(_RobustTrainer):  # noqa: N801
     """IMA inside nnU-Net v2: section ``ima`` of the settings (``eps_max`` required)."""
 
     section = "ima"
+    sections = ("ima", "task", "nnunet")
 
     def adversarial_points(self, data, labels, index):
         boundary = self.method.find_boundary(self.attack_model, data, labels, index)
@@ -327,6 +372,7 @@ class nnUNetTrainerPGD(_RobustTrainer):  # noqa: N801
     """Vanilla adversarial training inside nnU-Net v2: section ``pgd`` (``eps`` required)."""
 
     section = "pgd"
+    sections = ("pgd", "task", "nnunet")
 
     def adversarial_points(self, data, labels, index):
         attack = self.method.perturb(self.attack_model, data, labels)

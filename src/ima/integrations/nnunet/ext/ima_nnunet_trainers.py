@@ -1,7 +1,11 @@
 """What nnU-Net finds when ``nnUNet_extTrainer`` names this folder (``ima nnunet
 trainer-path`` prints it): ima's trainers, so that ``nnUNetv2_train DATASET 2d FOLD -tr
-nnUNetTrainerIMA`` (or ``-tr nnUNetTrainerPGD``) runs them."""
+nnUNetTrainerIMA`` (or ``nnUNetTrainerPGD``, ``nnUNetTrainerClean``) runs them."""
 
-from ima.integrations.nnunet.trainers import nnUNetTrainerIMA, nnUNetTrainerPGD
+from ima.integrations.nnunet.trainers import (
+    nnUNetTrainerClean,
+    nnUNetTrainerIMA,
+    nnUNetTrainerPGD,
+)
 
-__all__ = ["nnUNetTrainerIMA", "nnUNetTrainerPGD"]
+__all__ = ["nnUNetTrainerClean", "nnUNetTrainerIMA", "nnUNetTrainerPGD"]
