@@ -146,6 +146,8 @@ def test_positions_are_the_slices_the_loader_cut(nnunet_env):
     from ima.integrations.nnunet.trainers import PositionedDataLoader
 
     t = _trainer(0)
+    # nnU-Net's save_every (50) would leave a short or 50-epoch run no checkpoint_latest
+    assert t.save_every == 1 and t.num_epochs == 2
     t.initialize()
     t._ensure_method()
     dataset, _ = t.get_tr_and_val_datasets()
@@ -283,7 +285,7 @@ def test_clean_predictions_agree_with_nnunets_predictor(nnunet_env):
     keys = json.loads((Path(t.preprocessed_dataset_folder_base) / "splits_final.json")
                       .read_text())[3]["val"]
     dataset = infer_dataset_class(folder)(folder, identifiers=keys)
-    batches = list(case_slices(dataset, keys, 64, "cpu"))
+    batches = list(case_slices(dataset, keys, 64))
     for key, (x, _) in zip(keys, batches, strict=True):
         data = torch.from_numpy(np.asarray(dataset.load_case(key)[0][:], dtype=np.float32))
         theirs = predictor.predict_sliding_window_return_logits(data)  # (classes, Z, H, W)
@@ -291,6 +293,14 @@ def test_clean_predictions_agree_with_nnunets_predictor(nnunet_env):
             ours = fold.model(x)  # (Z, classes, H, W)
         assert theirs.dtype == torch.float16
         torch.testing.assert_close(ours.transpose(0, 1).half(), theirs, rtol=1e-3, atol=1e-3)
+
+    from ima.integrations.nnunet.evaluation import evaluate_fold
+
+    with pytest.raises(ValueError, match="case\\(s\\) nope are not preprocessed"):
+        evaluate_fold(t.output_folder, eps=[1.0], cases=["nope"])
+    result, path = evaluate_fold(t.output_folder, eps=[1.0], cases=keys[:1], steps=2,
+                                 checks=False)
+    assert path.name.startswith("pgd-l2-cases-") and result.n_samples == 6
 
 
 def test_train_and_evaluate_from_the_command_line(nnunet_dirs):

@@ -18,6 +18,7 @@ Tables 10-15 layout.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -120,7 +121,7 @@ def validation_cases(preprocessed: Path, fold) -> list[str]:
     return list(folds[int(fold)]["val"])
 
 
-def case_slices(dataset, keys, batch_size: int, device):
+def case_slices(dataset, keys, batch_size: int):
     """``(x, y)`` batches of whole slices, case by case (slices of one case share a size):
     ``x`` (B, C, H, W) float32 in nnU-Net's normalised units, ``y`` (B, H, W) labels (the
     preprocessed label maps' -1, outside the cropped region, is background as in
@@ -131,7 +132,7 @@ def case_slices(dataset, keys, batch_size: int, device):
         seg = torch.from_numpy(np.asarray(seg[:], dtype=np.int64))[0].clamp_min(0)
         for start in range(0, data.shape[1], batch_size):
             x = data[:, start:start + batch_size].transpose(0, 1).contiguous()
-            yield x.to(device), seg[start:start + batch_size].to(device)
+            yield x, seg[start:start + batch_size]  # on the CPU: the evaluation moves them
 
 
 def load_fold(fold_folder, *, checkpoint: str = "checkpoint_final.pth", device: str = "cpu"):
@@ -159,15 +160,21 @@ def evaluate_fold(fold_folder, *, eps, cases=None, checkpoint: str = "checkpoint
     if cases is None:
         cases = validation_cases(preprocessed, fold_id)
         split_name = split_name or "validation"
+    else:
+        cases = list(cases)
+        # a result's name says which cases: two lists never share a file
+        digest = hashlib.sha256("\n".join(cases).encode()).hexdigest()[:8]
+        split_name = split_name or f"cases-{digest}"
     folder = preprocessed / fold.config.data_identifier
-    dataset = infer_dataset_class(str(folder))(str(folder), identifiers=list(cases))
-    missing = sorted(set(cases) - set(dataset.identifiers))
+    dataset_class = infer_dataset_class(str(folder))
+    missing = sorted(set(cases) - set(dataset_class.get_identifiers(str(folder))))
     if missing:
         raise ValueError(f"case(s) {', '.join(missing)} are not preprocessed in {folder}")
+    dataset = dataset_class(str(folder), identifiers=list(cases))
     result = evaluate(
-        fold.model, list(case_slices(dataset, cases, batch_size, device)), eps=eps,
+        fold.model, list(case_slices(dataset, cases, batch_size)), eps=eps,
         attack=attack, steps=steps, bounds=None, task=task or fold.task,
-        split_name=split_name or "cases", seed=seed, checks=checks, batch_size=batch_size,
+        split_name=split_name, seed=seed, checks=checks, batch_size=batch_size,
     )
     result.epoch = fold.epoch
     if checkpoint != "checkpoint_final.pth":

@@ -16,6 +16,7 @@ or else as ``ima_nnunet.yaml`` in the dataset's preprocessed folder (beside
       num_epochs: 50
       num_iterations_per_epoch: 50
       num_val_iterations_per_epoch: 50
+      save_every: 5      # epochs between checkpoint_latest (default num_epochs / 10, <= 50)
 
 Unknown sections and keys are errors; a trainer needs only its own section.
 """
@@ -36,7 +37,8 @@ SETTINGS_FILE = "ima_nnunet.yaml"
 ENV = "IMA_NNUNET_SETTINGS"
 #: The settings section of each trainer's method, and the ima method it builds.
 TRAINER_SECTIONS = {"ima": "ima", "pgd": "adv"}
-NNUNET_KEYS = ("num_epochs", "num_iterations_per_epoch", "num_val_iterations_per_epoch")
+NNUNET_KEYS = ("num_epochs", "num_iterations_per_epoch", "num_val_iterations_per_epoch",
+               "save_every")
 TASK_KEYS = ("threshold", "empty_dice", "dice_inclusive")
 
 

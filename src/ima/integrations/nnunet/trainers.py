@@ -14,13 +14,21 @@ supervision):
   of cross-entropy (:meth:`ima.methods.IMA.combine`);
 * PGD: ``(L(clean batch) + L(PGD points)) / 2`` (Eq. 2).
 
+With nnU-Net's ``batch_dice`` (its 2d plans) the Dice term of a loss pools the rows it is
+given, so ``L(boundary points)`` is one Dice over the points found, not a mean of
+per-sample Dice terms: the paper's formula holds exactly for the cross-entropy term and
+in spirit for the Dice term. The clean batch and the adversarial points go through the
+network in one forward pass; nnU-Net's networks normalise per instance, so the rows do
+not affect each other (a plan with batch norm would mix them).
+
 "Correct" is per-sample Dice above the threshold of the settings' ``task``
 (:class:`ima.SegmentationTask`, computed on the full-resolution output), and the attacks
 ascend ima's per-sample Dice + CE (nnU-Net's loss with ``batch_dice=False``, the form
 the authors' fork attacks with). Inputs are nnU-Net's normalised patches and nothing
 clips them (the authors' fork does the same: noise levels are L2 norms in nnU-Net's
 normalised units over the whole patch). The attacks run the network in float32, or, on
-CUDA, under the autocast nnU-Net trains with, their own arithmetic always in float32.
+CUDA, under bf16 autocast where the GPU has it (nnU-Net's fp16 would underflow their
+unscaled input gradients), their own arithmetic always in float32.
 
 A training sample, whose margin IMA keeps, is a slice of a case for the ``2d``
 configuration (case and slice index, as the authors' fork keys it: the random in-plane
@@ -143,6 +151,15 @@ class _FullResolution(torch.nn.Module):
         return out[0] if isinstance(out, list | tuple) else out
 
 
+def _attack_precision(device: torch.device) -> str:
+    """bf16 autocast for the attacks on CUDA where the GPU has it (float32's exponent
+    range: input gradients of a mean over a whole patch underflow in fp16, and attacks
+    get no loss scaling), else float32."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "fp32"
+
+
 def _rows(value, rows):
     """Rows of a tensor or of each tensor of a deep-supervision list."""
     if isinstance(value, list | tuple):
@@ -171,8 +188,12 @@ class _SettingsTrainer(nnUNetTrainer):
                  device: torch.device = _CUDA):  # nnU-Net's signature and default
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.ima_settings = load_settings(settings_path(self.preprocessed_dataset_folder_base))
-        for key, value in self.ima_settings.nnunet.items():
+        settings = self.ima_settings.nnunet
+        for key, value in settings.items():
             setattr(self, key, value)
+        if "save_every" not in settings:
+            # nnU-Net's 50 would give a 50-epoch training no checkpoint_latest to continue
+            self.save_every = min(self.save_every, max(1, self.num_epochs // 10))
         self.print_to_log_file(f"ima: {type(self).__name__} with {self.ima_settings.source}: "
                                f"{self.ima_settings.values}")
 
@@ -192,12 +213,16 @@ class _SettingsTrainer(nnUNetTrainer):
         return True
 
     def save_checkpoint(self, filename: str) -> None:
-        super().save_checkpoint(filename)
         if self.local_rank != 0 or self.disable_checkpointing or not self._ready_to_save():
+            super().save_checkpoint(filename)
             return
-        checkpoint = torch.load(filename, map_location="cpu", weights_only=False)
-        checkpoint["ima"] = self._ima_state()
+        # nnU-Net writes its checkpoint to a side file; the "ima" key is added there and
+        # the file then replaces ``filename`` in one step, so a checkpoint is never seen
+        # without it (nor half written)
         partial = f"{filename}.ima-partial"
+        super().save_checkpoint(partial)
+        checkpoint = torch.load(partial, map_location="cpu", weights_only=False)
+        checkpoint["ima"] = self._ima_state()
         torch.save(checkpoint, partial)
         os.replace(partial, filename)
 
@@ -260,8 +285,15 @@ class _RobustTrainer(_SettingsTrainer):
         # the attacks take input gradients only: under DDP they run the wrapped module
         # (same parameters), so that DDP's reducer never waits for a backward pass
         network = self.network.module if self.is_ddp else self.network
-        precision = "fp16" if self.device.type == "cuda" else "fp32"
-        self.attack_model = Accelerated(_FullResolution(network), precision=precision)
+        self.attack_model = Accelerated(_FullResolution(network),
+                                        precision=_attack_precision(self.device))
+        # the loss of the adversarial points, whose number differs between processes: it
+        # must not gather Dice terms across processes (nnU-Net's DDP loss does)
+        ddp, self.is_ddp = self.is_ddp, False
+        try:
+            self.points_loss = self._build_loss()
+        finally:
+            self.is_ddp = ddp
 
     def on_train_start(self):
         super().on_train_start()
@@ -364,7 +396,7 @@ class nnUNetTrainerIMA(_RobustTrainer):  # noqa: N801
         rows = boundary.success.nonzero().squeeze(1)
         out = self.network(torch.cat([data, boundary.x[rows].to(data.dtype)]))
         clean, points = _split(out, len(data))
-        points_loss = self.loss(points, _rows(target, rows)) if len(rows) else None
+        points_loss = self.points_loss(points, _rows(target, rows)) if len(rows) else None
         return self.method.combine(self.loss(clean, target), points_loss, len(rows), len(data))
 
 
