@@ -197,10 +197,12 @@ class _SettingsTrainer(nnUNetTrainer):
         self.print_to_log_file(f"ima: {type(self).__name__} with {self.ima_settings.source}: "
                                f"{self.ima_settings.values}")
 
-
     def _used(self) -> dict:
-        """The settings sections this trainer runs on (a continued training checks them)."""
-        return {k: v for k, v in self.ima_settings.values.items() if k in self.sections}
+        """The settings sections this trainer runs on (a continued training checks them;
+        ``save_every`` changes no result and may change)."""
+        used = {k: dict(v) for k, v in self.ima_settings.values.items() if k in self.sections}
+        used.get("nnunet", {}).pop("save_every", None)
+        return {k: v for k, v in used.items() if v}
 
     # ---- checkpoints: nnU-Net's, with the key "ima" added
     def _ima_state(self) -> dict:
