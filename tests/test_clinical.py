@@ -222,6 +222,14 @@ def test_evaluate_records_the_clean_level_it_adds_and_checks_the_positive_class(
                        r"\(1, 1, 8, 8\) failed: .*3 channels, but got 1 channels"):
         evaluate(conv, grey, eps=[0.1])
 
+    class Picky(torch.nn.Module):  # a user's model that checks its inputs itself
+        def forward(self, x):
+            raise ValueError("expected 3-channel scans\nmore detail")
+
+    with pytest.raises(ValueError, match=r"^the model does not fit the data: inputs of shape "
+                       r"\(1, 1, 8, 8\) failed: expected 3-channel scans$"):
+        evaluate(Picky(), grey, eps=[0.1])
+
 
 def test_three_classes_confusion_and_old_result_files(tmp_path):
     torch.manual_seed(0)

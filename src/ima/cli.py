@@ -608,6 +608,8 @@ def _import_model(args) -> int:
 
 
 def _add_nnunet_commands(commands) -> None:
+    from .integrations.nnunet.launcher import TRAINERS  # names only: no nnU-Net, no torch
+
     p = commands.add_parser("nnunet", help="IMA inside nnU-Net v2: train with ima's trainers, "
                             "evaluate what nnU-Net trained (pip install 'ima[nnunet]')")
     kinds = p.add_subparsers(dest="nnunet_command", metavar="KIND", required=True)
@@ -621,7 +623,7 @@ def _add_nnunet_commands(commands) -> None:
     q.add_argument("configuration", metavar="CONFIGURATION", help="e.g. 2d")
     q.add_argument("fold", metavar="FOLD", help="0-4 or all")
     q.add_argument("-tr", dest="trainer", default="nnUNetTrainerIMA",
-                   choices=("nnUNetTrainerIMA", "nnUNetTrainerPGD", "nnUNetTrainerClean"),
+                   choices=TRAINERS,
                    help="default nnUNetTrainerIMA")
     q.add_argument("-p", dest="plans", default="nnUNetPlans", help="plans identifier")
     q.add_argument("-device", dest="device", default="cuda", choices=("cuda", "cpu", "mps"),

@@ -30,6 +30,7 @@ import torch
 
 from . import assemble, runs
 from .config import apply_overrides, load_config, resolve_config
+from .evaluation.inputs import checked_output
 from .modes import eval_mode
 from .training import with_class_names
 
@@ -203,15 +204,7 @@ def _check_output(net: torch.nn.Module, config: dict, given: torch.nn.Module | N
     x = torch.stack([torch.as_tensor(item[0]) for item in items])
     y = torch.stack([torch.as_tensor(item[1]) for item in items])
     name = config["model"]["name"]
-    try:
-        logits = net(x)
-    except (RuntimeError, IndexError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"model {name!r} does not fit the data: on {split} inputs of shape "
-                         f"{tuple(x.shape)} it failed: {first}") from None
-    if not isinstance(logits, torch.Tensor):
-        raise ValueError(f"model {name!r} must return one tensor of logits, got a "
-                         f"{type(logits).__name__}; wrap it to return the logits alone")
+    logits = checked_output(net, x, who=f"model {name!r}", where=f"on {split} ")
     shape = tuple(logits.shape)
     if len(shape) != y.dim() + 1 or shape[0] != count or shape[2:] != tuple(y.shape[1:]):
         want = "(N, classes)" if y.dim() == 1 else "(N, classes, " + ", ".join(

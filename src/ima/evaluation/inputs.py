@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-__all__ = ["check_inputs", "check_output", "class_labels", "data_batches", "eps_values",
-           "first_per_class", "model_device", "pools", "to_cpu"]
+__all__ = ["check_inputs", "check_output", "checked_output", "class_labels", "data_batches",
+           "eps_values", "first_per_class", "model_device", "pools", "to_cpu"]
 
 def data_batches(data, batch_size: int):
     """Yield ``(x, y)`` from a Dataset or an iterable of ``(x, y[, index])`` batches."""
@@ -78,20 +78,28 @@ def eps_values(eps) -> list:
 
 
 @torch.no_grad()
-def check_output(model, x: torch.Tensor) -> int:
-    """Check that the model takes ``x`` (a one-line ``ValueError`` naming the input shape
-    and torch's first line when not, e.g. other input channels) and returns one tensor
-    of logits; return its number of classes (the size of the output's second
-    dimension)."""
+def checked_output(model, x: torch.Tensor, *, who: str = "the model",
+                   where: str = "") -> torch.Tensor:
+    """``model(x)``, with a one-line ``ValueError`` naming the input shape and torch's first
+    line when the model does not take ``x`` (e.g. other input channels), and a
+    ``TypeError`` when it returns anything but one tensor of logits. ``who`` names the
+    model in the messages, ``where`` says whose inputs (e.g. ``"on test "``)."""
     try:
         out = model(x)
-    except RuntimeError as err:
+    except (RuntimeError, IndexError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"the model does not fit the data: inputs of shape "
+        raise ValueError(f"{who} does not fit the data: {where}inputs of shape "
                          f"{tuple(x.shape)} failed: {first}") from None
     if not isinstance(out, torch.Tensor):
-        raise TypeError(f"the model must return one tensor of logits, got a "
+        raise TypeError(f"{who} must return one tensor of logits, got a "
                         f"{type(out).__name__}; wrap it to return the logits alone")
+    return out
+
+
+def check_output(model, x: torch.Tensor) -> int:
+    """Check the model's output on ``x`` (:func:`checked_output`); return its number of
+    classes (the size of the output's second dimension)."""
+    out = checked_output(model, x)
     return out.shape[1] if out.dim() > 1 else 1
 
 

@@ -30,7 +30,7 @@ from ...evaluation import evaluate
 from ...evaluation.results import save_result
 from ...tasks import SegmentationTask
 
-__all__ = ["FoldModel", "PaddedToPatch", "case_slices", "evaluate_fold", "load_fold"]
+__all__ = ["FoldModel", "PaddedToPatch", "case_slices", "evaluate_fold"]
 
 
 class PaddedToPatch(torch.nn.Module):
@@ -135,10 +135,6 @@ def case_slices(dataset, keys, batch_size: int):
             yield x, seg[start:start + batch_size]  # on the CPU: the evaluation moves them
 
 
-def load_fold(fold_folder, *, checkpoint: str = "checkpoint_final.pth", device: str = "cpu"):
-    return FoldModel(fold_folder, checkpoint=checkpoint, device=device)
-
-
 def evaluate_fold(fold_folder, *, eps, cases=None, checkpoint: str = "checkpoint_final.pth",
                   attack: str = "pgd", steps: int | None = None, batch_size: int = 32,
                   device: str = "cpu", split_name: str | None = None, seed: int = 0,
@@ -146,16 +142,15 @@ def evaluate_fold(fold_folder, *, eps, cases=None, checkpoint: str = "checkpoint
     """Evaluate a fold folder of nnU-Net's results on preprocessed cases (default: the
     fold's validation cases) and write the result into ``<fold_folder>/eval/``.
     Returns ``(result, path)`` (path None when ``save`` is False)."""
-    from nnunetv2.paths import nnUNet_preprocessed
     from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+
+    from .launcher import preprocessed_folder
 
     fold = FoldModel(fold_folder, checkpoint=checkpoint, device=device)
     if len(fold.config.patch_size) != 2:
         raise ValueError(f"configuration {fold.configuration!r} is 3-D; the evaluation "
                          "attacks 2-D slices (the paper's section 4): evaluate a 2d model")
-    if not nnUNet_preprocessed:
-        raise ValueError("nnUNet_preprocessed is not set (nnU-Net's environment variables)")
-    preprocessed = Path(nnUNet_preprocessed) / fold.dataset_name
+    preprocessed = preprocessed_folder(fold.dataset_name)
     fold_id = fold.fold_folder.name.removeprefix("fold_")
     if cases is None:
         cases = validation_cases(preprocessed, fold_id)
