@@ -158,8 +158,28 @@ def test_training_curves_note_lines_that_hide_one_another(runs, tmp_path):
         writer.writeheader()
         writer.writerows(rows)
     title = plots.plot_curves([run]).axes[0].get_legend().get_title().get_text()
-    assert title == "same: train and same: val coincide (identical values)"
+    assert " ".join(title.split()) == "same: train and same: val coincide (identical values)"
     assert plots.plot_curves([runs / "ce"]).axes[0].get_legend().get_title().get_text() == ""
+
+
+def test_training_curves_legend_note_fits_the_axes(runs, tmp_path):
+    """IMA's max margin and its largest reachable margin coincide once both reach eps_max:
+    the note saying so is wrapped, so the legend stays inside its axes (it used to run
+    past the figure's right edge for a run named like ``fmnist-reduced-ima-e20``)."""
+    import shutil
+
+    run = tmp_path / "a-run-with-a-longer-name-e20"
+    shutil.copytree(runs / "ima", run)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = plots.plot_curves([run])
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    margin_ax = fig.axes[1]
+    legend = margin_ax.get_legend()
+    assert "coincide" in legend.get_title().get_text()
+    assert legend.get_window_extent(renderer).width <= margin_ax.get_window_extent(renderer).width
 
 
 def test_noise_curves(runs, tmp_path, capsys):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -125,6 +126,10 @@ def _input_values(result, run_dir) -> int | None:
         return None
 
 
+#: Characters per line of a legend's note (the legend's entries may be wider).
+_NOTE_WIDTH = 40
+
+
 def _note_coinciding_lines(ax, **legend) -> list[str]:
     """Draw ``ax``'s legend, titled with a note naming the lines that lie exactly on one
     another (identical values: only the last drawn is visible); return the notes."""
@@ -138,7 +143,10 @@ def _note_coinciding_lines(ax, **legend) -> list[str]:
         groups.setdefault(key, []).append(label)
     notes = [f"{' and '.join(labels)} coincide (identical values)"
              for labels in groups.values() if len(labels) > 1]
-    ax.legend(title="\n".join(notes) or None, title_fontsize=7, **legend)
+    # wrapped to the width of an entry, so the note does not widen the legend past the axes
+    width = max([_NOTE_WIDTH] + [len(label) for labels in groups.values() for label in labels])
+    title = "\n".join(textwrap.fill(note, width) for note in notes)
+    ax.legend(title=title or None, title_fontsize=7, **legend)
     return notes
 
 
