@@ -168,10 +168,10 @@ def test_training_curves_legend_note_fits_the_axes(runs, tmp_path):
     past the figure's right edge for a run named like ``fmnist-reduced-ima-e20``)."""
     import shutil
 
-    run = tmp_path / "a-run-with-a-longer-name-e20"
-    shutil.copytree(runs / "ima", run)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
+    run = tmp_path / "a-run-with-a-longer-name-e20"
+    shutil.copytree(runs / "ima", run)
     fig = plots.plot_curves([run])
     canvas = FigureCanvasAgg(fig)
     canvas.draw()
